@@ -1,0 +1,142 @@
+import ComityCore
+import Foundation
+
+/// An error as every route returns it: a stable code, a one-line message, and field errors for bad input.
+public struct ErrorBody: Codable, Sendable {
+    public struct Detail: Codable, Sendable {
+        public var code: String
+        public var message: String
+        public var fields: [FieldError]?
+
+        public init(code: String, message: String, fields: [FieldError]? = nil) {
+            self.code = code
+            self.message = message
+            self.fields = fields
+        }
+    }
+
+    public var error: Detail
+
+    public init(code: String, message: String, fields: [FieldError]? = nil) {
+        self.error = Detail(code: code, message: message, fields: fields)
+    }
+}
+
+public struct Jurisdiction: Codable, Sendable, Hashable {
+    public var code: String
+    /// The jurisdiction that contains this one (`DE` is within `EU`).
+    public var within: String?
+
+    public init(code: String, within: String? = nil) {
+        self.code = code
+        self.within = within
+    }
+}
+
+public struct Region: Codable, Sendable, Hashable {
+    public var name: String
+    public var jurisdiction: String
+
+    public init(name: String, jurisdiction: String) {
+        self.name = name
+        self.jurisdiction = jurisdiction
+    }
+}
+
+public struct Partner: Codable, Sendable, Hashable {
+    public var name: String
+    public var jurisdiction: String
+
+    public init(name: String, jurisdiction: String) {
+        self.name = name
+        self.jurisdiction = jurisdiction
+    }
+}
+
+public struct Project: Codable, Sendable, Hashable {
+    public var name: String
+    public var partner: String
+
+    public init(name: String, partner: String) {
+        self.name = name
+        self.partner = partner
+    }
+}
+
+public struct CreateTokenRequest: Codable, Sendable {
+    public var role: Role
+    public var partner: String?
+    public var project: String?
+    /// A label for people reading the token list (`alice-laptop`).
+    public var name: String?
+
+    public init(role: Role, partner: String? = nil, project: String? = nil, name: String? = nil) {
+        self.role = role
+        self.partner = partner
+        self.project = project
+        self.name = name
+    }
+}
+
+/// A token as returned once at creation; only its hash is stored.
+public struct CreatedToken: Codable, Sendable {
+    public var id: Int64
+    public var role: Role
+    public var partner: String?
+    public var project: String?
+    public var token: String
+
+    public init(id: Int64, role: Role, partner: String?, project: String?, token: String) {
+        self.id = id
+        self.role = role
+        self.partner = partner
+        self.project = project
+        self.token = token
+    }
+}
+
+public struct CreateJoinTokenRequest: Codable, Sendable {
+    public var partner: String
+    public var region: String
+    /// Seconds until the token expires unused (default one day).
+    public var ttlSeconds: Int64?
+
+    public init(partner: String, region: String, ttlSeconds: Int64? = nil) {
+        self.partner = partner
+        self.region = region
+        self.ttlSeconds = ttlSeconds
+    }
+}
+
+public struct CreatedJoinToken: Codable, Sendable {
+    public var id: Int64
+    public var partner: String
+    public var region: String
+    public var expiresAt: Date
+    public var token: String
+
+    public init(id: Int64, partner: String, region: String, expiresAt: Date, token: String) {
+        self.id = id
+        self.partner = partner
+        self.region = region
+        self.expiresAt = expiresAt
+        self.token = token
+    }
+}
+
+/// Who the caller is.
+public struct WhoAmI: Codable, Sendable {
+    public var principal: String
+    public var role: Role
+    public var partner: String?
+    public var project: String?
+    public var hostId: Int64?
+
+    public init(principal: String, role: Role, partner: String?, project: String?, hostId: Int64?) {
+        self.principal = principal
+        self.role = role
+        self.partner = partner
+        self.project = project
+        self.hostId = hostId
+    }
+}

@@ -1,0 +1,104 @@
+import ComityAPI
+import ComityCore
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// One typed method per route of `docs/openapi.yaml`.
+extension ComityClient {
+    // MARK: Admin
+
+    public func whoami() async throws -> WhoAmI { try await send(.GET, "/v1/whoami") }
+
+    public func addJurisdiction(_ jurisdiction: Jurisdiction) async throws -> Jurisdiction {
+        try await send(.POST, "/v1/jurisdictions", body: jurisdiction)
+    }
+
+    public func jurisdictions() async throws -> [Jurisdiction] { try await send(.GET, "/v1/jurisdictions") }
+
+    public func addRegion(_ region: Region) async throws -> Region { try await send(.POST, "/v1/regions", body: region) }
+
+    public func regions() async throws -> [Region] { try await send(.GET, "/v1/regions") }
+
+    public func addPartner(_ partner: Partner) async throws -> Partner { try await send(.POST, "/v1/partners", body: partner) }
+
+    public func partners() async throws -> [Partner] { try await send(.GET, "/v1/partners") }
+
+    public func addProject(_ project: Project) async throws -> Project { try await send(.POST, "/v1/projects", body: project) }
+
+    public func projects() async throws -> [Project] { try await send(.GET, "/v1/projects") }
+
+    public func createToken(_ request: CreateTokenRequest) async throws -> CreatedToken {
+        try await send(.POST, "/v1/tokens", body: request)
+    }
+
+    public func createJoinToken(_ request: CreateJoinTokenRequest) async throws -> CreatedJoinToken {
+        try await send(.POST, "/v1/join-tokens", body: request)
+    }
+
+    public func hosts() async throws -> [HostView] { try await send(.GET, "/v1/hosts", as: HostList.self).hosts }
+
+    // MARK: Jobs
+
+    /// Submits one job document (decoded from YAML or JSON).
+    public func submit(_ document: JSONValue) async throws -> JobView { try await send(.POST, "/v1/jobs", body: document) }
+
+    /// Submits one job document as an array job (`1-10000`, `0-99:2`); each job gets `COMITY_ARRAY_INDEX`.
+    public func submitArray(_ document: JSONValue, array: String) async throws -> [Int64] {
+        try await send(.POST, "/v1/jobs", query: ["array": array], body: document, as: JobSubmission.self).ids
+    }
+
+    public func jobs(state: JobState? = nil, project: String? = nil, limit: Int? = nil) async throws -> [JobView] {
+        try await send(.GET, "/v1/jobs", query: ["state": state?.rawValue, "project": project, "limit": limit.map(String.init)], as: JobList.self).jobs
+    }
+
+    /// The job; with `waitWhile`, the server holds the answer up to `waitSeconds` until the state differs.
+    public func job(_ id: Int64, waitWhile state: JobState? = nil, waitSeconds: Int = 25) async throws -> JobView {
+        try await send(
+            .GET, "/v1/jobs/\(id)", query: ["wait_while": state?.rawValue, "wait": state == nil ? nil : String(waitSeconds)],
+            timeout: .seconds(Int64(waitSeconds) + 30)
+        )
+    }
+
+    public func cancel(_ id: Int64) async throws -> JobView { try await send(.POST, "/v1/jobs/\(id)/cancel") }
+
+    public func events(_ id: Int64) async throws -> [JobEventView] {
+        try await send(.GET, "/v1/jobs/\(id)/events", as: JobEventList.self).events
+    }
+
+    /// Log chunks after `after`; with `waitSeconds`, held until there is more or the job ends.
+    public func logs(_ id: Int64, after: Int64 = 0, waitSeconds: Int? = nil) async throws -> LogPage {
+        try await send(
+            .GET, "/v1/jobs/\(id)/logs", query: ["after": String(after), "wait": waitSeconds.map(String.init)],
+            timeout: .seconds(Int64(waitSeconds ?? 0) + 30)
+        )
+    }
+
+    // MARK: Agent
+
+    public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+        try await send(.POST, "/v1/agent/enroll", body: request)
+    }
+
+    public func heartbeat(_ request: HeartbeatRequest) async throws -> HeartbeatResponse {
+        try await send(.POST, "/v1/agent/heartbeat", body: request)
+    }
+
+    /// New assignments for this agent's host; held up to `waitSeconds` until there is one.
+    public func assignments(waitSeconds: Int) async throws -> [Assignment] {
+        try await send(
+            .GET, "/v1/agent/assignments", query: ["wait": String(waitSeconds)], timeout: .seconds(Int64(waitSeconds) + 30),
+            as: AssignmentList.self
+        ).assignments
+    }
+
+    public func start(attempt: Int64) async throws -> AttemptAck { try await send(.POST, "/v1/agent/attempts/\(attempt)/start") }
+
+    public func appendLog(attempt: Int64, _ chunk: LogAppend) async throws -> AttemptAck {
+        try await send(.POST, "/v1/agent/attempts/\(attempt)/logs", body: chunk)
+    }
+
+    public func finish(attempt: Int64, _ request: FinishRequest) async throws -> AttemptAck {
+        try await send(.POST, "/v1/agent/attempts/\(attempt)/finish", body: request)
+    }
+}

@@ -1,0 +1,62 @@
+import ComityStore
+import Logging
+import Metrics
+import ServiceLifecycle
+
+/// Runs scheduling passes when PostgreSQL says something changed, and every `interval` as a safety net.
+///
+/// Any number of replicas may run this: each pass holds a transaction-scoped advisory lock, so PostgreSQL
+/// serializes them and no leader election is needed.
+struct SchedulerService: Service {
+    let store: Store
+    let notifier: Notifier
+    let interval: Duration
+    let logger: Logger
+    let passTimer = Metrics.Timer(label: "comity_scheduler_pass_seconds", preferredDisplayUnit: .seconds)
+    let placements = Counter(label: "comity_placements_total")
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let generation = notifier.generation(of: .scheduler)
+                var again = false
+                do {
+                    let start = ContinuousClock.now
+                    let result = try await store.schedulingPass()
+                    passTimer.record(duration: ContinuousClock.now - start)
+                    placements.increment(by: result.placed)
+                    if result.placed > 0 {
+                        logger.debug("scheduling pass", metadata: [
+                            "examined": "\(result.examined)", "hosts": "\(result.hosts)", "placed": "\(result.placed)",
+                        ])
+                    }
+                    again = result.headWasFull && result.placed > 0
+                } catch where !Task.isCancelled {
+                    logger.error("scheduling pass failed", metadata: ["error": "\(String(reflecting: error))"])
+                    try await Task.sleep(for: .seconds(1))
+                }
+                if !again { await notifier.wait(for: .scheduler, since: generation, timeout: interval) }
+            }
+        }
+    }
+}
+
+/// Expires attempts whose agents stopped renewing their leases, and marks silent hosts down.
+struct ReaperService: Service {
+    let store: Store
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await store.reap()
+                } catch where !Task.isCancelled {
+                    logger.error("reaper failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+}

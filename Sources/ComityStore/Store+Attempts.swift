@@ -1,0 +1,178 @@
+import ComityAPI
+import ComityCore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The agent's side of an attempt: fetch, start, log, finish. Every call is fenced by the attempt id and the host.
+extension Store {
+    /// Attempts assigned to `host` and not started yet.
+    package func assignments(host: Int64) async throws -> [Assignment] {
+        let rows = try await client.query(
+            """
+            select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text
+            from attempts a
+            join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
+            join hosts h on h.id = a.host_id
+            where a.host_id = \(host) and a.state = 'assigned'
+            order by a.id
+            """, logger: logger)
+        let decoder = WireJSON.decoder()
+        var assignments: [Assignment] = []
+        for try await (attempt, job, specText, indices, lease, gpusText) in rows.decode((Int64, Int64, String, [Int32], Date, String).self) {
+            let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
+            let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
+            let assigned = indices.map(Int.init)
+            let uuids = assigned.compactMap { index in gpus.first { $0.index == index }?.uuid }
+            assignments.append(
+                Assignment(attempt: attempt, jobId: job, spec: spec, gpuIndices: assigned, gpuUuids: uuids, leaseExpiresAt: lease))
+        }
+        return assignments
+    }
+
+    /// The agent started the process: attempt and job become `running`. Idempotent.
+    package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
+        try await client.withTransaction(logger: logger) { connection in
+            let started = try await connection.query(
+                """
+                with a as (
+                    update attempts a set state = 'running', started_at = now(),
+                        lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                    from jobs j
+                    where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
+                      and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
+                    returning a.job_id
+                ), j as (
+                    update jobs set state = 'running', started_at = coalesce(started_at, now())
+                    where id = (select job_id from a) returning id
+                )
+                insert into job_events (job_id, attempt_id, kind, message)
+                select id, \(attempt), 'running', 'attempt \(unescaped: String(attempt)) started' from j
+                returning job_id
+                """, logger: logger
+            ).decode(Int64.self).collect()
+            if let job = started.first {
+                try await connection.query("select pg_notify(\(Channel.job), \(String(job)))", logger: logger)
+            }
+            return try await ack(attempt: attempt, host: host, on: connection)
+        }
+    }
+
+    /// Whether the attempt is still the one to run, and its state.
+    func ack(attempt: Int64, host: Int64, on connection: PostgresConnection) async throws -> AttemptAck {
+        let rows = try await connection.query(
+            """
+            select a.state, (j.current_attempt = a.id and not j.cancel_requested and a.state in ('assigned', 'running'))
+            from attempts a join jobs j on j.id = a.job_id
+            where a.id = \(attempt) and a.host_id = \(host)
+            """, logger: logger
+        ).decode((String, Bool).self).collect()
+        guard let (state, current) = rows.first else {
+            throw StoreError(.notFound, "no attempt \(attempt) on this host")
+        }
+        return AttemptAck(current: current, state: AttemptState(rawValue: state) ?? .lost)
+    }
+
+    /// Appends one chunk of output. A chunk already stored (same attempt and agent seq) is not stored twice; output
+    /// past the job's log bound is dropped and the job marked truncated.
+    package func appendLog(attempt: Int64, host: Int64, _ chunk: LogAppend) async throws -> AttemptAck {
+        try await client.withTransaction(logger: logger) { connection in
+            let bytes = Int64(chunk.data.utf8.count)
+            let stored = try await connection.query(
+                """
+                with j as (
+                    update jobs j set log_seq = j.log_seq + 1, log_bytes = j.log_bytes + \(bytes)
+                    from attempts a
+                    where a.id = \(attempt) and a.host_id = \(host) and j.id = a.job_id and j.current_attempt = a.id
+                      and a.state in ('assigned', 'running') and j.log_bytes + \(bytes) <= \(configuration.logLimitBytes)
+                      and not exists (select 1 from job_logs l where l.attempt_id = \(attempt) and l.agent_seq = \(chunk.seq))
+                    returning j.id, j.log_seq
+                )
+                insert into job_logs (job_id, seq, attempt_id, agent_seq, stream, data)
+                select id, log_seq, \(attempt), \(chunk.seq), \(chunk.stream.rawValue), \(chunk.data) from j
+                returning job_id
+                """, logger: logger
+            ).decode(Int64.self).collect()
+            if let job = stored.first {
+                try await connection.query("select pg_notify(\(Channel.job), \(String(job)))", logger: logger)
+            } else {
+                try await connection.query(
+                    """
+                    update jobs j set log_truncated = true from attempts a
+                    where a.id = \(attempt) and a.host_id = \(host) and j.id = a.job_id and j.current_attempt = a.id
+                      and not j.log_truncated and j.log_bytes + \(bytes) > \(configuration.logLimitBytes)
+                    """, logger: logger)
+            }
+            return try await ack(attempt: attempt, host: host, on: connection)
+        }
+    }
+
+    /// The agent reports the end of an attempt. Idempotent: a second report of an ended attempt changes nothing.
+    /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
+    package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
+        try await client.withTransaction(logger: logger) { connection in
+            let rows = try await connection.query(
+                """
+                select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts, j.retries, j.cancel_requested
+                from attempts a join jobs j on j.id = a.job_id
+                where a.id = \(attempt) and a.host_id = \(host)
+                for update of a, j
+                """, logger: logger
+            ).decode((String, Int64, String, Bool, Int32, Int32, Bool).self).collect()
+            guard let (attemptState, jobID, jobState, isCurrent, attempts, retries, cancelRequested) = rows.first else {
+                throw StoreError(.notFound, "no attempt \(attempt) on this host")
+            }
+            guard let state = AttemptState(rawValue: attemptState), !state.isTerminal else {
+                return try await ack(attempt: attempt, host: host, on: connection)
+            }
+            let event: JobEvent
+            let ended: AttemptState
+            var reason: String
+            switch report.outcome {
+            case .exited:
+                let code = report.exitCode ?? -1
+                event = .exited(code: code)
+                ended = code == 0 ? .succeeded : .failed
+                reason = code == 0 ? "exit 0" : "exit \(code)"
+            case .error:
+                event = .errored
+                ended = .failed
+                reason = "agent error: \(report.message ?? "unknown")"
+            case .stopped:
+                event = cancelRequested ? .cancelled : .attemptLost
+                ended = cancelRequested ? .cancelled : .lost
+                reason = cancelRequested ? "cancelled" : "stopped by the agent"
+            }
+            if cancelRequested, report.outcome != .exited || report.exitCode != 0 {
+                reason = "cancelled"
+            }
+            try await connection.query(
+                """
+                update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason)
+                where id = \(attempt)
+                """, logger: logger)
+            var message = "attempt \(attempt) \(ended.rawValue): \(reason)"
+            if isCurrent, let current = JobState(rawValue: jobState) {
+                let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
+                let effective: JobEvent = cancelRequested && event != .exited(code: 0) ? .cancelled : event
+                if let next = transition.next(on: effective) {
+                    let finished = next.isTerminal
+                    try await connection.query(
+                        """
+                        update jobs set state = \(next.rawValue), exit_code = \(report.exitCode), reason = \(reason),
+                            finished_at = case when \(finished) then now() end, cancel_requested = false
+                        where id = \(jobID)
+                        """, logger: logger)
+                    if next == .queued { message += "; requeued (\(Int(retries) - Int(attempts) + 1) retries left)" }
+                }
+            }
+            try await connection.query(
+                """
+                insert into job_events (job_id, attempt_id, kind, message) values (\(jobID), \(attempt), \(ended.rawValue), \(message))
+                """, logger: logger)
+            try await connection.query("select pg_notify(\(Channel.job), \(String(jobID)))", logger: logger)
+            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
+            return try await ack(attempt: attempt, host: host, on: connection)
+        }
+    }
+}

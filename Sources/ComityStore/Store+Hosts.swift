@@ -1,0 +1,151 @@
+import ComityAPI
+import ComityCore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Enrollment, heartbeats and the host list.
+extension Store {
+    /// Turns a one-time join token into a host and its agent credential, in one transaction.
+    package func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+        guard Name.isValid(request.name) else {
+            throw StoreError(.invalid, "expected a host name of letters, digits, '-', '_' or '.', got \"\(request.name)\"", field: "name")
+        }
+        try Self.validate(request.resources)
+        let labels = String(decoding: try JSONEncoder().encode(request.labels), as: UTF8.self)
+        let gpus = try Self.gpuJSON(request.resources.gpus)
+        return try await client.withTransaction(logger: logger) { connection in
+            let rows = try await connection.query(
+                """
+                update join_tokens set used_at = now()
+                where token_hash = \(Self.hash(token: request.joinToken)) and used_at is null and expires_at > now()
+                returning id, partner_id, region
+                """, logger: logger
+            ).decode((Int64, Int64, String).self).collect()
+            guard let (tokenID, partnerID, region) = rows.first else {
+                throw StoreError(.forbidden, "the join token is unknown, expired or already used; ask for a new one", field: "join_token")
+            }
+            let hostRows: [Int64]
+            do {
+                hostRows = try await connection.query(
+                    """
+                    insert into hosts (name, partner_id, region, cpu_millis, memory_bytes, gpus, labels, agent_version, last_heartbeat)
+                    values (\(request.name), \(partnerID), \(region), \(Int32(request.resources.cpuMillis)),
+                            \(request.resources.memoryBytes), \(gpus)::jsonb, \(labels)::jsonb, \(request.agentVersion), now())
+                    returning id
+                    """, logger: logger
+                ).decode(Int64.self).collect()
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
+                throw StoreError(.conflict, "the partner has a host named \(request.name) already; pick another --name", field: "name")
+            }
+            let hostID = hostRows[0]
+            try await connection.query("update join_tokens set host_id = \(hostID) where id = \(tokenID)", logger: logger)
+            let credential = try await createPrincipal(
+                name: "agent-\(request.name)", role: .agent, partnerID: partnerID, projectID: nil, hostID: hostID, on: connection)
+            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
+            logger.info("host enrolled", metadata: ["host.id": "\(hostID)", "host.name": "\(request.name)", "region": "\(region)"])
+            return EnrollResponse(
+                hostId: hostID, hostName: request.name, token: credential.token, heartbeatSeconds: configuration.heartbeatSeconds,
+                leaseSeconds: configuration.leaseSeconds)
+        }
+    }
+
+    static func validate(_ resources: HostResources) throws {
+        guard resources.cpuMillis >= 0, resources.cpuMillis <= 100_000_000 else {
+            throw StoreError(.invalid, "expected 0 to 100000 CPUs", field: "resources.cpu_millis")
+        }
+        guard resources.memoryBytes >= 0 else { throw StoreError(.invalid, "expected a size of at least 0", field: "resources.memory_bytes") }
+        let indices = resources.gpus.map(\.index)
+        guard Set(indices).count == indices.count, indices.allSatisfy({ $0 >= 0 && $0 < 1024 }) else {
+            throw StoreError(.invalid, "expected distinct GPU indices from 0 to 1023", field: "resources.gpus")
+        }
+    }
+
+    static func gpuJSON(_ gpus: [GPU]) throws -> String {
+        String(decoding: try WireJSON.encoder().encode(gpus.sorted { $0.index < $1.index }), as: UTF8.self)
+    }
+
+    /// Records a heartbeat: the host is alive, the listed attempts' leases are renewed.
+    ///
+    /// - Returns: the attempts among `attempts` that the agent must stop (cancelled, fenced off, or unknown).
+    package func heartbeat(host: Int64, _ request: HeartbeatRequest) async throws -> [Int64] {
+        try await client.withTransaction(logger: logger) { connection in
+            var wasDown = false
+            if let resources = request.resources {
+                try Self.validate(resources)
+                try await connection.query(
+                    """
+                    update hosts set cpu_millis = \(Int32(resources.cpuMillis)), memory_bytes = \(resources.memoryBytes),
+                        gpus = \(try Self.gpuJSON(resources.gpus))::jsonb where id = \(host)
+                    """, logger: logger)
+            }
+            wasDown = try await connection.query(
+                """
+                with old as (select state from hosts where id = \(host) for update)
+                update hosts h set last_heartbeat = now(), state = case when h.state = 'down' then 'active' else h.state end
+                from old where h.id = \(host) returning old.state = 'down'
+                """, logger: logger
+            ).decode(Bool.self).collect().first ?? false
+            let keep = try await connection.query(
+                """
+                update attempts a set lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                from jobs j
+                where a.id = any(\(request.attempts)::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
+                  and j.id = a.job_id and j.current_attempt = a.id and not j.cancel_requested
+                returning a.id
+                """, logger: logger
+            ).decode(Int64.self).collect()
+            if wasDown || request.resources != nil {
+                try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
+            }
+            let kept = Set(keep)
+            return request.attempts.filter { !kept.contains($0) }
+        }
+    }
+
+    /// Hosts visible to the principal: all for admins, auditors and researchers (no job details), one partner's for a
+    /// partner admin, its own for an agent.
+    package func hosts(partnerID: Int64? = nil, hostID: Int64? = nil) async throws -> [HostView] {
+        let rows = try await client.query(
+            """
+            select h.id, h.name, pa.name, h.region, r.jurisdiction, h.state, h.cpu_millis, h.memory_bytes, h.gpus::text,
+                   h.labels::text, coalesce(u.cpu, 0), coalesce(u.mem, 0), coalesce(u.gpus, ''), coalesce(u.n, 0),
+                   h.last_heartbeat, h.enrolled_at, h.agent_version
+            from hosts h
+            join partners pa on pa.id = h.partner_id
+            join regions r on r.name = h.region
+            left join lateral (
+                select sum(cpu_millis)::bigint cpu, sum(memory_bytes)::bigint mem, count(*) n,
+                       string_agg(array_to_string(gpu_indices, ','), ',') gpus
+                from attempts where host_id = h.id and state in ('assigned', 'running')
+            ) u on true
+            where (\(partnerID)::bigint is null or h.partner_id = \(partnerID))
+              and (\(hostID)::bigint is null or h.id = \(hostID))
+            order by h.region, h.name
+            """, logger: logger)
+        var hosts: [HostView] = []
+        let decoder = WireJSON.decoder()
+        for try await row in rows {
+            let r = row.makeRandomAccess()
+            let gpus = try decoder.decode([GPU].self, from: Data(try r[8].decode(String.self).utf8))
+            let labels = try JSONDecoder().decode([String: String].self, from: Data(try r[9].decode(String.self).utf8))
+            hosts.append(
+                HostView(
+                    id: try r[0].decode(Int64.self), name: try r[1].decode(String.self), partner: try r[2].decode(String.self),
+                    region: try r[3].decode(String.self), jurisdiction: try r[4].decode(String.self),
+                    state: HostState(rawValue: try r[5].decode(String.self)) ?? .down,
+                    resources: HostResources(cpuMillis: Int(try r[6].decode(Int32.self)), memoryBytes: try r[7].decode(Int64.self), gpus: gpus),
+                    labels: labels, allocatedCpuMillis: Int(try r[10].decode(Int64.self)), allocatedMemoryBytes: try r[11].decode(Int64.self),
+                    allocatedGpus: Self.indices(try r[12].decode(String.self)), runningAttempts: Int(try r[13].decode(Int64.self)),
+                    lastHeartbeat: try r[14].decode(Date?.self), enrolledAt: try r[15].decode(Date.self),
+                    agentVersion: try r[16].decode(String?.self)))
+        }
+        return hosts
+    }
+
+    /// Parses `"0,1,,3"` (string_agg of index lists) into indices.
+    static func indices(_ text: String) -> [Int] {
+        text.split(separator: ",").compactMap { Int($0) }.sorted()
+    }
+}
+

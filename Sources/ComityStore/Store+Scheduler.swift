@@ -1,0 +1,178 @@
+import ComityAPI
+import ComityCore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The scheduling pass and the lease reaper.
+extension Store {
+    /// What one pass did.
+    package struct PassResult: Sendable {
+        package var examined: Int
+        package var hosts: Int
+        package var placed: Int
+        /// The pass examined a full head of the queue: another pass may place more.
+        package var headWasFull: Bool
+    }
+
+    static let passLockKey: Int64 = 0x636f_6d69_7479_03
+
+    /// One scheduling pass: under a transaction-scoped advisory lock (so passes of all replicas are serialized by
+    /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, and write every attempt,
+    /// job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
+    package func schedulingPass() async throws -> PassResult {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
+            var pending: [PendingJob] = []
+            for try await (id, cpu, memory, gpus, model, gpuMemory, priority) in try await connection.query(
+                """
+                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
+                where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
+                for update skip locked
+                """, logger: logger
+            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32).self) {
+                pending.append(
+                    PendingJob(
+                        id: id,
+                        resources: ResourceRequest(
+                            cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
+                        priority: Int(priority)))
+            }
+            guard !pending.isEmpty else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
+            let hosts = try await availableHosts(on: connection)
+            let placements = Placer.place(pending, on: hosts)
+            if !placements.isEmpty { try await write(placements, on: connection) }
+            return PassResult(
+                examined: pending.count, hosts: hosts.count, placed: placements.count,
+                headWasFull: pending.count == configuration.passHeadLimit)
+        }
+    }
+
+    /// Active hosts with a fresh heartbeat, with what their active attempts leave free.
+    func availableHosts(on connection: PostgresConnection) async throws -> [HostAvailability] {
+        var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
+        for try await (host, cpu, memory, gpus) in try await connection.query(
+            """
+            select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
+            from attempts where state in ('assigned', 'running') group by host_id
+            """, logger: logger
+        ).decode((Int64, Int64, Int64, String?).self) {
+            used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
+        }
+        var hosts: [HostAvailability] = []
+        let decoder = WireJSON.decoder()
+        for try await (id, cpu, memory, gpusText) in try await connection.query(
+            """
+            select id, cpu_millis, memory_bytes, gpus::text from hosts
+            where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
+            """, logger: logger
+        ).decode((Int64, Int32, Int64, String).self) {
+            let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
+            let usage = used[id] ?? (0, 0, [])
+            hosts.append(
+                HostAvailability(
+                    id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
+                    freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count))
+        }
+        return hosts
+    }
+
+    /// Writes placements in one statement: attempts, job states, events, and one `NOTIFY` per batch of hosts.
+    func write(_ placements: [Placement], on connection: PostgresConnection) async throws {
+        let jobs = placements.map(\.jobID)
+        let hosts = placements.map(\.hostID)
+        let gpus = placements.map { "{" + $0.gpuIndices.map(String.init).joined(separator: ",") + "}" }
+        try await connection.query(
+            """
+            with p as (
+                select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[]) as p(job_id, host_id, gpus)
+            ), a as (
+                insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at)
+                select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
+                       now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                from p join jobs j on j.id = p.job_id and j.state = 'queued'
+                returning id, job_id, host_id, number
+            ), u as (
+                update jobs j set state = 'assigned', current_attempt = a.id, attempts = a.number
+                from a where j.id = a.job_id
+            ), e as (
+                insert into job_events (job_id, attempt_id, kind, message)
+                select a.job_id, a.id, 'assigned', 'attempt ' || a.number || ' assigned to ' || h.name || ' (' || h.region || ')'
+                from a join hosts h on h.id = a.host_id
+            ), woken as (
+                select distinct host_id from a
+            )
+            select pg_notify(\(Channel.assign), string_agg(host_id::text, ','))
+            from (select host_id, (row_number() over (order by host_id)) / 500 as batch from woken) b
+            group by batch
+            """, logger: logger)
+    }
+
+    /// Ends attempts whose lease expired (the agent vanished): each becomes `lost`, and its job requeues while
+    /// retries remain (or ends `cancelled` if a cancel was pending, `failed` otherwise). Also marks hosts without a
+    /// recent heartbeat `down`. Safe to run from every replica at once (`SKIP LOCKED`).
+    ///
+    /// - Returns: the number of attempts that expired.
+    @discardableResult
+    package func reap() async throws -> Int {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query(
+                """
+                update hosts set state = 'down'
+                where state = 'active' and last_heartbeat < now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
+                """, logger: logger)
+            let expired = try await connection.query(
+                """
+                select a.id, a.job_id, j.state, j.current_attempt = a.id, j.attempts, j.retries, j.cancel_requested
+                from attempts a join jobs j on j.id = a.job_id
+                where a.state in ('assigned', 'running') and a.lease_expires_at < now()
+                order by a.lease_expires_at limit 1000
+                for update of a, j skip locked
+                """, logger: logger
+            ).decode((Int64, Int64, String, Bool, Int32, Int32, Bool).self).collect()
+            guard !expired.isEmpty else { return 0 }
+            var attemptIDs: [Int64] = []
+            var jobIDs: [Int64] = []
+            var nextStates: [String] = []
+            var messages: [String] = []
+            for (attempt, job, state, isCurrent, attempts, retries, cancelRequested) in expired {
+                attemptIDs.append(attempt)
+                var message = "attempt \(attempt) lost: lease expired"
+                if isCurrent, let current = JobState(rawValue: state) {
+                    let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
+                    if let next = transition.next(on: cancelRequested ? .cancelled : .attemptLost) {
+                        jobIDs.append(job)
+                        nextStates.append(next.rawValue)
+                        message += next == .queued ? "; requeued" : "; job \(next.rawValue)"
+                    }
+                }
+                messages.append(message)
+            }
+            try await connection.query(
+                """
+                with lost as (
+                    update attempts set state = 'lost', ended_at = now(), reason = 'lease expired'
+                    where id = any(\(attemptIDs)::bigint[]) returning id, job_id
+                )
+                insert into job_events (job_id, attempt_id, kind, message)
+                select l.job_id, l.id, 'lost', m.message
+                from lost l join unnest(\(attemptIDs)::bigint[], \(messages)::text[]) as m(id, message) on m.id = l.id
+                """, logger: logger)
+            if !jobIDs.isEmpty {
+                try await connection.query(
+                    """
+                    update jobs j set state = n.state, reason = case when n.state = 'cancelled' then j.reason else 'lost: lease expired' end,
+                        finished_at = case when n.state in ('failed', 'cancelled') then now() end, cancel_requested = false
+                    from unnest(\(jobIDs)::bigint[], \(nextStates)::text[]) as n(id, state)
+                    where j.id = n.id
+                    """, logger: logger)
+                for job in jobIDs {
+                    try await connection.query("select pg_notify(\(Channel.job), \(String(job)))", logger: logger)
+                }
+            }
+            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
+            logger.info("attempts expired", metadata: ["count": "\(expired.count)", "requeued": "\(nextStates.filter { $0 == "queued" }.count)"])
+            return expired.count
+        }
+    }
+}

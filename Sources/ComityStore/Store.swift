@@ -1,0 +1,191 @@
+import ComityAPI
+import ComityCore
+import Crypto
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Who is making a request, as resolved from a bearer token.
+package struct Principal: Sendable, Hashable {
+    package var id: Int64
+    package var name: String
+    package var role: Role
+    package var partnerID: Int64?
+    package var partner: String?
+    package var projectID: Int64?
+    package var project: String?
+    package var hostID: Int64?
+
+    package init(
+        id: Int64, name: String, role: Role, partnerID: Int64? = nil, partner: String? = nil, projectID: Int64? = nil,
+        project: String? = nil, hostID: Int64? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.role = role
+        self.partnerID = partnerID
+        self.partner = partner
+        self.projectID = projectID
+        self.project = project
+        self.hostID = hostID
+    }
+}
+
+/// Which jobs a principal may see: all, one partner's, or one project's.
+package enum JobScope: Sendable, Hashable {
+    case all
+    case partner(Int64)
+    case project(Int64)
+    /// Agents and anything else see no jobs through the user routes.
+    case none
+
+    package init(_ principal: Principal) {
+        switch principal.role {
+        case .admin, .auditor: self = .all
+        case .partnerAdmin: self = principal.partnerID.map(JobScope.partner) ?? .none
+        case .researcher: self = principal.projectID.map(JobScope.project) ?? .none
+        case .agent: self = .none
+        }
+    }
+}
+
+/// The PostgreSQL store: every read and write of Comity's state goes through here.
+package struct Store: Sendable {
+    package struct Configuration: Sendable {
+        /// How long an attempt's lease lasts without renewal.
+        package var leaseSeconds: Int = 30
+        /// How often agents heartbeat (told to them at enrollment).
+        package var heartbeatSeconds: Int = 5
+        /// A host that has not heartbeat for this long is `down` and gets no new work.
+        package var hostTimeoutSeconds: Int = 30
+        /// Bytes of output kept per job; later output is dropped and the job marked truncated.
+        package var logLimitBytes: Int64 = 8 << 20
+        /// How many queued jobs one scheduling pass examines (the bounded head of the queue).
+        package var passHeadLimit: Int = 2_000
+
+        package init() {}
+    }
+
+    package let client: PostgresClient
+    package let configuration: Configuration
+    package let logger: Logger
+
+    package init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger) {
+        self.client = client
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Channels of `LISTEN/NOTIFY`.
+    package enum Channel {
+        /// Payload: comma-separated host ids that have new assignments or attempts to stop.
+        package static let assign = "comity_assign"
+        /// Payload: a job id whose state or log changed.
+        package static let job = "comity_job"
+        /// Payload: empty; something the scheduler should look at changed (submission, capacity freed, host joined).
+        package static let scheduler = "comity_sched"
+    }
+
+    // MARK: Tokens
+
+    /// A new random secret with a readable prefix; only its hash is stored.
+    package static func newToken(prefix: String) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let text = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return "\(prefix)_\(text)"
+    }
+
+    package static func hash(token: String) -> ByteBuffer { ByteBuffer(bytes: Array(SHA256.hash(data: Data(token.utf8)))) }
+
+    /// The principal behind a bearer token, or `nil` when the token is unknown or revoked.
+    package func principal(forToken token: String) async throws -> Principal? {
+        let rows = try await client.query(
+            """
+            select p.id, p.name, p.role, p.partner_id, pa.name, p.project_id, pr.name, p.host_id
+            from api_tokens t
+            join principals p on p.id = t.principal_id
+            left join partners pa on pa.id = coalesce(p.partner_id, (select partner_id from projects where id = p.project_id))
+            left join projects pr on pr.id = p.project_id
+            where t.token_hash = \(Self.hash(token: token)) and t.revoked_at is null
+            """, logger: logger)
+        for try await (id, name, role, partnerID, partner, projectID, project, hostID) in rows.decode(
+            (Int64, String, String, Int64?, String?, Int64?, String?, Int64?).self)
+        {
+            guard let role = Role(rawValue: role) else { return nil }
+            return Principal(
+                id: id, name: name, role: role, partnerID: partnerID, partner: partner, projectID: projectID, project: project,
+                hostID: hostID)
+        }
+        return nil
+    }
+
+    /// Creates a principal and a token for it in one transaction; returns the secret (shown once).
+    package func createPrincipal(
+        name: String, role: Role, partnerID: Int64?, projectID: Int64?, hostID: Int64?, on connection: PostgresConnection
+    ) async throws -> (principal: Int64, tokenID: Int64, token: String) {
+        let principalID = try await connection.query(
+            """
+            insert into principals (name, role, partner_id, project_id, host_id)
+            values (\(name), \(role.rawValue), \(partnerID), \(projectID), \(hostID)) returning id
+            """, logger: logger
+        ).decode(Int64.self).collect().first!
+        let token = Self.newToken(prefix: role == .agent ? "cma" : "cmt")
+        let tokenID = try await connection.query(
+            "insert into api_tokens (principal_id, token_hash) values (\(principalID), \(Self.hash(token: token))) returning id",
+            logger: logger
+        ).decode(Int64.self).collect().first!
+        return (principalID, tokenID, token)
+    }
+
+    /// Creates the first admin and returns its token, unless an admin exists already (then `nil`).
+    ///
+    /// Serialized by a transaction-scoped advisory lock so that replicas starting together create one admin.
+    package func bootstrapAdmin() async throws -> String? {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("select pg_advisory_xact_lock(\(Int64(0x636f_6d69_7479_02)))", logger: logger)
+            let existing = try await connection.query("select count(*) from principals where role = 'admin'", logger: logger)
+                .decode(Int64.self).collect().first ?? 0
+            guard existing == 0 else { return nil }
+            return try await createPrincipal(name: "admin", role: .admin, partnerID: nil, projectID: nil, hostID: nil, on: connection).token
+        }
+    }
+
+    /// Whether the database answers.
+    package func ping() async throws {
+        try await client.query("select 1", logger: logger)
+    }
+}
+
+extension PostgresRowSequence {
+    /// All rows, decoded.
+    func all<T: PostgresDecodable>(_ type: T.Type) async throws -> [T] {
+        try await decode(T.self).collect()
+    }
+}
+
+extension AsyncSequence {
+    package func collect() async throws -> [Element] {
+        var items: [Element] = []
+        for try await item in self { items.append(item) }
+        return items
+    }
+}
+
+extension PostgresClient {
+    /// Runs `body` with a client whose pool runs for exactly as long as `body` (for one-shot commands).
+    package static func with<T: Sendable>(
+        _ configuration: PostgresClient.Configuration, logger: Logger, _ body: @Sendable (PostgresClient) async throws -> T
+    ) async throws -> T {
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                await client.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await body(client)
+        }
+    }
+}
