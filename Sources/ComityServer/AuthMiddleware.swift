@@ -3,7 +3,6 @@ import ComityStore
 import Foundation
 import Hummingbird
 import Logging
-import PostgresNIO
 
 /// Resolves `Authorization: Bearer …` into a principal. Routes decide what the principal may do.
 ///
@@ -37,13 +36,7 @@ struct ErrorMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response) async throws -> Response {
         do {
-            do {
-                return try await next(request, context)
-            } catch let error as PostgresTransactionError {
-                // A transaction rolled back because its body threw: answer with what the body threw.
-                if let cause = error.closureError { throw cause }
-                throw error
-            }
+            return try await next(request, context)
         } catch let error as StoreError {
             if error.code != .invalid, error.code != .conflict, error.code != .forbidden, error.code != .notFound {
                 context.logger.error("store failure", metadata: ["error": "\(error)"])

@@ -152,7 +152,7 @@ package struct EmbeddedPostgres: Sendable {
             let result = try await Subprocess.run(
                 .path(FilePath(program)), arguments: Arguments(arguments), workingDirectory: FilePath("/"),
                 output: .string(limit: 1 << 20), error: .combinedWithOutput)
-            (status, output) = (result.terminationStatus, result.standardOutput ?? "")
+            (status, output) = (result.terminationStatus, result.standardOutput)
         }
         guard status.isSuccess else {
             throw StoreError(.embedded, "\(name) \(arguments.first(where: { !$0.hasPrefix("-") }) ?? "") failed (\(status)): \(output.suffix(1500))")

@@ -32,7 +32,7 @@ extension Store {
 
     /// The agent started the process: attempt and job become `running`. Idempotent.
     package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let started = try await connection.query(
                 """
                 with a as (
@@ -76,7 +76,7 @@ extension Store {
     /// Appends one chunk of output. A chunk already stored (same attempt and agent seq) is not stored twice; output
     /// past the job's log bound is dropped and the job marked truncated.
     package func appendLog(attempt: Int64, host: Int64, _ chunk: LogAppend) async throws -> AttemptAck {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let bytes = Int64(chunk.data.utf8.count)
             let stored = try await connection.query(
                 """
@@ -110,7 +110,7 @@ extension Store {
     /// The agent reports the end of an attempt. Idempotent: a second report of an ended attempt changes nothing.
     /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
     package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let rows = try await connection.query(
                 """
                 select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts, j.retries, j.cancel_requested

@@ -7,7 +7,7 @@ import PostgresNIO
 /// Jurisdictions, regions, partners, projects and tokens.
 extension Store {
     package func addJurisdiction(_ jurisdiction: Jurisdiction) async throws -> Jurisdiction {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             if let parent = jurisdiction.within {
                 try await requireJurisdiction(parent, field: "within", on: connection)
             }
@@ -24,7 +24,7 @@ extension Store {
     }
 
     package func addRegion(_ region: Region) async throws -> Region {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await requireJurisdiction(region.jurisdiction, field: "jurisdiction", on: connection)
             try await insertUnique(
                 "region \(region.name)", field: "name",
@@ -39,7 +39,7 @@ extension Store {
     }
 
     package func addPartner(_ partner: Partner) async throws -> Partner {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await requireJurisdiction(partner.jurisdiction, field: "jurisdiction", on: connection)
             try await insertUnique(
                 "partner \(partner.name)", field: "name",
@@ -54,7 +54,7 @@ extension Store {
     }
 
     package func addProject(_ project: Project) async throws -> Project {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let partnerID = try await partnerID(project.partner, field: "partner", on: connection)
             try await insertUnique(
                 "project \(project.name)", field: "name",
@@ -132,7 +132,7 @@ extension Store {
 
     /// Creates a token for a new principal with `role`, scoped as the request says.
     package func createToken(_ request: CreateTokenRequest, by creator: Principal) async throws -> CreatedToken {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             var partnerID: Int64?
             var projectID: Int64?
             var partnerName = request.partner
@@ -180,7 +180,7 @@ extension Store {
     }
 
     package func createJoinToken(_ request: CreateJoinTokenRequest, by creator: Principal) async throws -> CreatedJoinToken {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let partnerID = try await partnerID(request.partner, field: "partner", on: connection)
             if creator.role == .partnerAdmin, creator.partnerID != partnerID {
                 throw StoreError(.forbidden, "a partner admin may create join tokens for its own partner only", field: "partner")

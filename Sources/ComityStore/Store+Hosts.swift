@@ -14,7 +14,7 @@ extension Store {
         try Self.validate(request.resources)
         let labels = String(decoding: try JSONEncoder().encode(request.labels), as: UTF8.self)
         let gpus = try Self.gpuJSON(request.resources.gpus)
-        return try await client.withTransaction(logger: logger) { connection in
+        return try await transaction { connection in
             let rows = try await connection.query(
                 """
                 update join_tokens set used_at = now()
@@ -69,7 +69,7 @@ extension Store {
     ///
     /// - Returns: the attempts among `attempts` that the agent must stop (cancelled, fenced off, or unknown).
     package func heartbeat(host: Int64, _ request: HeartbeatRequest) async throws -> [Int64] {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             var wasDown = false
             if let resources = request.resources {
                 try Self.validate(resources)

@@ -52,7 +52,7 @@ extension Store {
         }
         let encoder = WireJSON.encoder()
         let documents = try specs.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
-        return try await client.withTransaction(logger: logger) { connection in
+        return try await transaction { connection in
             let rows = try await connection.query(
                 """
                 with input as (
@@ -123,7 +123,7 @@ extension Store {
     /// - Returns: the job after the change, or `nil` when it is not visible in `scope`.
     package func cancel(job id: Int64, scope: JobScope, by principal: Principal) async throws -> JobView? {
         guard try await job(id, scope: scope) != nil else { return nil }
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             let reason = "cancelled by \(principal.name)"
             let rows = try await connection.query(
                 """

@@ -21,7 +21,7 @@ extension Store {
     /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, and write every attempt,
     /// job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
     package func schedulingPass() async throws -> PassResult {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
             var pending: [PendingJob] = []
             for try await (id, cpu, memory, gpus, model, gpuMemory, priority) in try await connection.query(
@@ -115,7 +115,7 @@ extension Store {
     /// - Returns: the number of attempts that expired.
     @discardableResult
     package func reap() async throws -> Int {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await connection.query(
                 """
                 update hosts set state = 'down'

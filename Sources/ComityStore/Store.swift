@@ -143,7 +143,7 @@ package struct Store: Sendable {
     ///
     /// Serialized by a transaction-scoped advisory lock so that replicas starting together create one admin.
     package func bootstrapAdmin() async throws -> String? {
-        try await client.withTransaction(logger: logger) { connection in
+        try await transaction { connection in
             try await connection.query("select pg_advisory_xact_lock(\(Int64(0x636f_6d69_7479_02)))", logger: logger)
             let existing = try await connection.query("select count(*) from principals where role = 'admin'", logger: logger)
                 .decode(Int64.self).collect().first ?? 0
@@ -186,6 +186,18 @@ extension PostgresClient {
             }
             defer { group.cancelAll() }
             return try await body(client)
+        }
+    }
+}
+
+extension Store {
+    /// Runs `body` in a transaction; when `body` throws, the transaction rolls back and its error (not PostgresNIO's
+    /// wrapper) is what the caller sees.
+    package func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> sending T {
+        do {
+            return try await client.withTransaction(logger: logger, body)
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error
         }
     }
 }

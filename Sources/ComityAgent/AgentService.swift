@@ -1,0 +1,212 @@
+import ComityAPI
+import ComityClient
+import ComityCore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The agent: enrolls (once), heartbeats, long-polls for its host's assignments and runs each one concurrently.
+///
+/// Run it in a `ServiceGroup` with graceful shutdown on `SIGTERM`/`SIGINT`: on shutdown it stops polling, stops its
+/// running jobs (group `SIGTERM`, grace, `SIGKILL`), reports them as errors ("agent shutting down") so the server
+/// requeues them, and returns. A 401 from the server ends it with ``AgentError/Code/unauthorized``.
+package struct AgentService: Service {
+    package var configuration: AgentConfiguration
+    package var logger: Logger
+    /// The agent's environment, from which jobs inherit `PATH`, `HOME` and `LANG`.
+    package var environment: [String: String]
+
+    package init(configuration: AgentConfiguration, logger: Logger, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.configuration = configuration
+        self.logger = logger
+        self.environment = environment
+    }
+
+    /// What the agent works with once it is set up.
+    struct Session: Sendable {
+        var client: ComityClient
+        var credential: Credential
+        var resources: HostResources
+        var leftovers: [RunningRecord]
+    }
+
+    package func run() async throws {
+        try configuration.validate()
+        let session: Session
+        do {
+            session = try await cancelWhenGracefulShutdown { try await self.setUp() }
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            logger.info("agent stopped before it was set up")
+            return
+        }
+        await reportLeftovers(session)
+        let registry = AttemptRegistry()
+        try await withGracefulShutdownHandler {
+            try await runLoops(session, registry: registry)
+        } onGracefulShutdown: {
+            registry.close()
+        }
+        logger.info("agent stopped")
+    }
+
+    /// Prepares the state folder, kills what a previous agent left running, takes inventory and enrolls if needed.
+    func setUp() async throws -> Session {
+        let state = configuration.stateDirectory
+        do {
+            try state.prepare()
+        } catch {
+            throw AgentError(.configuration, "cannot prepare the state folder \(state.path): \(error)")
+        }
+        let saved = try Credential.load(from: state.credentialPath)
+        if saved == nil { try checkCanEnroll() }
+        if ProcessGroup.becomeSubreaper() { logger.debug("agent is the reaper of its jobs' orphans") }
+        let leftovers = await RunningRecord.killLeftovers(in: state, grace: configuration.killGrace, logger: logger)
+        let resources = try await inventory()
+        logger.info(
+            "host resources",
+            metadata: [
+                "host.cpus": "\(Quantity.formatCPUs(resources.cpuMillis))", "host.memory": "\(Quantity.formatBytes(resources.memoryBytes))",
+                "host.gpus": "\(resources.gpus.count)",
+            ]
+        )
+        let credential: Credential
+        if let saved {
+            if configuration.joinToken != nil { logger.info("already enrolled; join token not used", metadata: ["file": "\(state.credentialPath)"]) }
+            credential = saved
+        } else {
+            credential = try await enroll(resources: resources)
+        }
+        let server = configuration.server ?? credential.server
+        if server != credential.server {
+            logger.warning("server differs from the one that issued the credential", metadata: ["server": "\(server)", "credential.server": "\(credential.server)"])
+        }
+        return Session(
+            client: ComityClient(server: server, token: credential.token), credential: credential, resources: resources,
+            leftovers: leftovers
+        )
+    }
+
+    func inventory() async throws -> HostResources {
+        if let file = configuration.resourcesFile {
+            do {
+                return try ResourcesFile.load(path: file)
+            } catch {
+                throw AgentError(.configuration, "--resources \(file): \(error)")
+            }
+        }
+        do {
+            return try await Inventory.detect(logger: logger)
+        } catch {
+            throw AgentError(.inventory, error.description)
+        }
+    }
+
+    /// Fails unless enrollment is possible: a join token and a server URL.
+    func checkCanEnroll() throws(AgentError) {
+        let path = configuration.stateDirectory.credentialPath
+        guard let joinToken = configuration.joinToken, !joinToken.isEmpty else {
+            throw AgentError(
+                .configuration,
+                "no credential in \(path) and no --join-token: enroll this host once with --join-token TOKEN "
+                    + "(a partner admin creates one with `comity hosts join-token --partner P --region R`)"
+            )
+        }
+        guard configuration.server != nil else {
+            throw AgentError(.configuration, "--server is required to enroll (no credential in \(path) yet)")
+        }
+    }
+
+    /// Enrolls with the join token (retrying while the server is unreachable) and saves the credential.
+    func enroll(resources: HostResources) async throws -> Credential {
+        try checkCanEnroll()
+        let path = configuration.stateDirectory.credentialPath
+        let joinToken = configuration.joinToken ?? ""
+        let server = configuration.server ?? ""
+        let request = EnrollRequest(
+            joinToken: joinToken, name: configuration.name.flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultHostName(),
+            resources: resources, labels: configuration.labels, agentVersion: AgentConfiguration.version
+        )
+        let client = ComityClient(server: server, token: nil)
+        let response: EnrollResponse
+        do {
+            response = try await Self.retrying("enroll", logger: logger) { try await client.enroll(request) }
+        } catch let error as ClientError {
+            throw AgentError(
+                .enrollment,
+                "enrollment with \(server) failed (HTTP \(error.status)): \(error); ask a partner admin for a new join token if it was used or expired"
+            )
+        }
+        let credential = Credential(server: server, enrollment: response, enrolledAt: Date())
+        do {
+            try credential.save(to: path)
+        } catch {
+            throw AgentError(.configuration, "enrolled as host \(response.hostName) but cannot save \(path): \(error)")
+        }
+        logger.info("enrolled", metadata: ["host.id": "\(response.hostId)", "host.name": "\(response.hostName)"])
+        return credential
+    }
+
+    /// Tells the server that attempts a previous agent left behind are over, so their jobs requeue now rather than
+    /// when their leases expire. Best effort.
+    func reportLeftovers(_ session: Session) async {
+        for record in session.leftovers {
+            let request = FinishRequest(outcome: .error, message: "agent restarted; the attempt's processes were killed")
+            _ = try? await Self.retrying("finish", logger: logger, attempts: 5) {
+                try await session.client.finish(attempt: record.attempt, request)
+            }
+        }
+    }
+
+    /// This host's name, cut to what the server accepts (letters, digits, `-`, `_`, `.`).
+    static func defaultHostName() -> String {
+        let raw = ProcessInfo.processInfo.hostName
+        let cleaned = String(raw.unicodeScalars.map { AgentConfiguration.isHostName(String($0)) ? Character($0) : "-" }.prefix(128))
+        let trimmed = cleaned.trimming("-.")
+        return trimmed.isEmpty ? "host" : trimmed
+    }
+
+    /// Whether a failed call is worth repeating: the server was unreachable or failed (5xx).
+    static func isRetryable(_ error: any Error) -> Bool {
+        guard let error = error as? ClientError else { return false }
+        return error.status == 0 || error.status >= 500
+    }
+
+    /// Runs `operation` until it succeeds, backing off (up to 5 s) while the server is unreachable or failing.
+    ///
+    /// - Parameters:
+    ///   - attempts: give up after this many tries; unlimited by default.
+    ///   - deadline: give up once this passes.
+    /// - Throws: the first error that is not worth repeating (4xx), the last one when giving up, or
+    ///   `CancellationError` when the task is cancelled while waiting.
+    static func retrying<T: Sendable>(
+        _ call: String,
+        logger: Logger,
+        attempts: Int = .max,
+        deadline: ContinuousClock.Instant? = nil,
+        _ operation: () async throws -> T
+    ) async throws -> T {
+        var backoff = Backoff()
+        var tries = 0
+        while true {
+            do {
+                return try await operation()
+            } catch {
+                tries += 1
+                guard isRetryable(error), tries < attempts, deadline.map({ ContinuousClock.now < $0 }) ?? true else { throw error }
+                let delay = backoff.next()
+                logger.warning("server call failed; retrying", metadata: ["call": "\(call)", "error": "\(error)", "retry.in": "\(delay)"])
+                try await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    /// Turns a 401 into the agent's fatal error; other errors pass.
+    func failIfUnauthorized(_ error: any Error, server: String) throws {
+        guard let error = error as? ClientError, error.status == 401 else { return }
+        throw AgentError(
+            .unauthorized,
+            "the server at \(server) rejected this agent's credential (HTTP 401: \(error.message)); the host may have been "
+                + "removed or its token revoked. Delete \(configuration.stateDirectory.credentialPath) and start again with a new --join-token"
+        )
+    }
+}

@@ -1,0 +1,257 @@
+import ComityAPI
+import Foundation
+import Logging
+import Subprocess
+import Synchronization
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+/// Runs one job as a plain child process in its own process group and work folder, and streams its output.
+///
+/// The runner knows nothing of the server: output goes to a sink closure, stop requests come through a
+/// ``JobControl``, and the result is an ``Outcome``. When the job's first process exits, whatever it left behind in
+/// its group is terminated too, so a finished job never leaves processes running.
+package struct JobRunner: Sendable {
+    package struct Configuration: Sendable {
+        /// Time between `SIGTERM` and `SIGKILL` when a job is stopped.
+        package var killGrace: Duration = .seconds(10)
+        /// How output is cut into chunks.
+        package var logs = LogBatcher.Configuration()
+
+        package init(killGrace: Duration = .seconds(10)) {
+            self.killGrace = killGrace
+        }
+    }
+
+    /// What to run.
+    package struct Job: Sendable {
+        /// The program and its arguments; a program name without `/` is looked up in the job's `PATH`, a relative
+        /// path is taken relative to the work folder.
+        package var command: [String]
+        package var environment: [String: String]
+        package var workDirectory: String
+        /// Stop the job (``StopReason/maxRuntime(seconds:)``) when it runs longer.
+        package var maxRuntimeSeconds: Int64?
+
+        package init(command: [String], environment: [String: String], workDirectory: String, maxRuntimeSeconds: Int64?) {
+            self.command = command
+            self.environment = environment
+            self.workDirectory = workDirectory
+            self.maxRuntimeSeconds = maxRuntimeSeconds
+        }
+    }
+
+    /// How a job ended.
+    package enum Outcome: Sendable, Hashable {
+        /// The job's first process exited by itself: its exit code, or 128 + the signal that killed it.
+        case exited(Int32)
+        /// The runner ended the job for this reason.
+        case stopped(StopReason)
+        /// The job could not be started (or its process could not be followed): why.
+        case failed(String)
+
+        /// The report to the server for this outcome.
+        package var finishRequest: FinishRequest {
+            switch self {
+            case .exited(let code): FinishRequest(outcome: .exited, exitCode: code)
+            case .stopped(.server): FinishRequest(outcome: .stopped)
+            case .stopped(let reason): FinishRequest(outcome: .error, message: reason.description)
+            case .failed(let message): FinishRequest(outcome: .error, message: message)
+            }
+        }
+    }
+
+    package var configuration: Configuration
+    package var logger: Logger
+
+    package init(configuration: Configuration = Configuration(), logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs `job` to its end and returns how it ended; its process group is gone when this returns (or a warning
+    /// was logged saying which group survived `SIGKILL`).
+    ///
+    /// - Parameters:
+    ///   - job: what to run.
+    ///   - control: stop requests; one made before the start means the job is not started.
+    ///   - onStart: called with the process group id once the process runs (e.g. to persist it).
+    ///   - sink: receives numbered output chunks, one at a time; all are delivered before this returns.
+    package func run(
+        _ job: Job,
+        control: JobControl,
+        onStart: @escaping @Sendable (Int32) async -> Void = { _ in },
+        sink: @escaping @Sendable (LogAppend) async -> Void
+    ) async -> Outcome {
+        if let reason = control.stopReason { return .stopped(reason) }
+        guard let program = job.command.first, !program.isEmpty else { return .failed("cannot start the job: empty command") }
+        let batcher = LogBatcher(configuration: configuration.logs)
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { await batcher.run(sink: sink) }
+            let outcome = await spawn(job, program: program, control: control, batcher: batcher, onStart: onStart)
+            batcher.finish()
+            await group.waitForAll()
+            return outcome
+        }
+    }
+
+    private func spawn(
+        _ job: Job,
+        program: String,
+        control: JobControl,
+        batcher: LogBatcher,
+        onStart: @escaping @Sendable (Int32) async -> Void
+    ) async -> Outcome {
+        let executable: Executable =
+            if program.hasPrefix("/") {
+                .path(FilePath(program))
+            } else if program.contains("/") {
+                .path(FilePath(job.workDirectory + "/" + program))
+            } else {
+                .name(program)
+            }
+        var environment: [Environment.Key: String] = [:]
+        for (name, value) in job.environment { environment[Environment.Key(stringLiteral: name)] = value }
+        var options = PlatformOptions()
+        options.processGroupID = 0
+        let grace = configuration.killGrace
+        let logger = logger
+        let startedGroup = StartedGroup()
+        do {
+            let result = try await Subprocess.run(
+                executable,
+                arguments: Arguments(Array(job.command.dropFirst())),
+                environment: .custom(environment),
+                workingDirectory: FilePath(job.workDirectory),
+                platformOptions: options,
+                input: .none,
+                output: .sequence,
+                error: .sequence
+            ) { execution -> StopReason? in
+                let pgid = execution.processIdentifier.value
+                startedGroup.set(pgid)
+                logger.debug("job process started", metadata: ["process.pgid": "\(pgid)"])
+                await onStart(pgid)
+                // Stops the group when asked; ends when the leader has exited.
+                async let acted = Self.watch(pgid, control: control, grace: grace)
+                await withTaskGroup(of: Bool.self) { streams in
+                    streams.addTask { await Self.drain(execution.standardOutput, into: batcher, as: .stdout, logger: logger) }
+                    streams.addTask { await Self.drain(execution.standardError, into: batcher, as: .stderr, logger: logger) }
+                    if let seconds = job.maxRuntimeSeconds {
+                        streams.addTask {
+                            do { try await Task.sleep(for: .seconds(seconds)) } catch { return false }
+                            control.stop(.maxRuntime(seconds: seconds))
+                            return false
+                        }
+                    }
+                    // Both streams end when the leader exits (Subprocess then stops waiting for descendants that
+                    // still hold the pipes); the runtime timer is cancelled at that point.
+                    var drained = 0
+                    for await isStream in streams where isStream {
+                        drained += 1
+                        if drained == 2 { break }
+                    }
+                    streams.cancelAll()
+                }
+                control.leaderExited()
+                return await acted
+            }
+            let pgid = startedGroup.value ?? 0
+            await ensureGone(pgid, control: control)
+            if let reason = result.closureResult { return .stopped(reason) }
+            switch result.terminationStatus {
+            case .exited(let code): return .exited(code)
+            case .signaled(let signal): return .exited(128 + signal)
+            }
+        } catch {
+            guard let pgid = startedGroup.value else {
+                logger.warning("job failed to start", metadata: ["error": "\(error)"])
+                return .failed("cannot start \(program): \(Self.describe(error))")
+            }
+            logger.error("lost track of job process", metadata: ["process.pgid": "\(pgid)", "error": "\(error)"])
+            await ensureGone(pgid, control: control)
+            if let reason = control.stopReason { return .stopped(reason) }
+            return .failed("lost track of the job's process: \(Self.describe(error))")
+        }
+    }
+
+    /// Terminates what the job's leader left behind in its group.
+    private func ensureGone(_ pgid: Int32, control: JobControl) async {
+        guard pgid > 1 else { return }
+        let isGone = await ProcessGroup.terminate(pgid, grace: configuration.killGrace, terminatedAt: control.terminatedAt)
+        if !isGone {
+            logger.warning("job process group survived SIGKILL", metadata: ["process.pgid": "\(pgid)"])
+        }
+    }
+
+    /// Waits for a stop request and carries it out; returns the reason it acted on, or `nil` when the leader exited
+    /// first.
+    ///
+    /// `SIGTERM` (with `SIGCONT`) goes to the whole group; when the leader has not exited after the grace, `SIGKILL`
+    /// follows. Members the leader leaves behind are handled by ``ensureGone(_:control:)`` once the leader is reaped.
+    private static func watch(_ pgid: Int32, control: JobControl, grace: Duration) async -> StopReason? {
+        await withTaskGroup(of: Void.self) { timers in
+            var acted: StopReason?
+            for await event in control.events {
+                switch event {
+                case .leaderExited:
+                    timers.cancelAll()
+                    return acted
+                case .stop:
+                    guard acted == nil, let reason = control.stopReason else { continue }
+                    acted = reason
+                    control.terminatedAt = .now
+                    ProcessGroup.signal(pgid, SIGTERM)
+                    ProcessGroup.signal(pgid, SIGCONT)
+                    timers.addTask {
+                        try? await Task.sleep(for: grace)
+                        control.graceExpired()
+                    }
+                case .graceExpired:
+                    ProcessGroup.signal(pgid, SIGKILL)
+                }
+            }
+            // Only when the task was cancelled: Subprocess's teardown and `ensureGone` finish the job off.
+            timers.cancelAll()
+            return acted
+        }
+    }
+
+    /// Copies one output stream into the batcher until it ends; returns `true`.
+    private static func drain(
+        _ sequence: SubprocessOutputSequence,
+        into batcher: LogBatcher,
+        as stream: LogStream,
+        logger: Logger
+    ) async -> Bool {
+        do {
+            for try await buffer in sequence {
+                batcher.append(stream, buffer.withUnsafeBytes { Array($0) })
+            }
+        } catch {
+            logger.warning("job output stream failed", metadata: ["log.stream": "\(stream.rawValue)", "error": "\(error)"])
+        }
+        return true
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? SubprocessError {
+            if error.code == .executableNotFound { return "command not found" }
+            if error.code == .failedToChangeWorkingDirectory { return "cannot enter the work folder" }
+            return error.description
+        }
+        return "\(error)"
+    }
+}
+
+/// The job's process group id, set once from inside the Subprocess body and read after it.
+private final class StartedGroup: Sendable {
+    private let storage = Mutex<Int32?>(nil)
+
+    func set(_ pgid: Int32) { storage.withLock { $0 = pgid } }
+    var value: Int32? { storage.withLock { $0 } }
+}

@@ -1,0 +1,130 @@
+import Dispatch
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Signals, waits for and reaps a job's whole process group.
+///
+/// A job runs as the leader of its own process group (`pgid == pid` of the first process), so one `kill(-pgid, …)`
+/// reaches everything it forked unless a descendant deliberately left the group (`setsid`/`setpgid`); cgroups, not
+/// process groups, are the answer to that and come with the sandbox runners.
+package enum ProcessGroup {
+    /// Whether any process (zombies included) is still a member of the group.
+    ///
+    /// `kill(-pgid, 0)` fails with `ESRCH` once the last member is reaped; `EPERM` means a member exists that we may
+    /// not signal, which still counts as alive.
+    package static func exists(_ pgid: Int32) -> Bool {
+        guard pgid > 1 else { return false }
+        if kill(-pgid, 0) == 0 { return true }
+        return errno == EPERM
+    }
+
+    /// Sends `signal` to every member of the group; `false` when the group is already gone.
+    @discardableResult
+    package static func signal(_ pgid: Int32, _ signal: Int32) -> Bool {
+        guard pgid > 1 else { return false }
+        return kill(-pgid, signal) == 0
+    }
+
+    /// Terminates the whole group: `SIGTERM` (and `SIGCONT`, so stopped members see it), up to `grace` for the
+    /// members to exit, then `SIGKILL`, then up to `killTimeout` for the kernel to tear them down.
+    ///
+    /// Polls every 50 ms and reaps members that are this process's children (see ``becomeSubreaper()``), so the
+    /// group really disappears instead of lingering as zombies. The waits do not end early on task cancellation:
+    /// a cancelled caller still gets a dead group.
+    ///
+    /// - Precondition: the group's leader is not an unreaped child of a spawner that still wants its exit status
+    ///   (members are reaped here with `waitpid(-pgid)`).
+    /// - Parameters:
+    ///   - pgid: the group id, which is the pid of the job's first process.
+    ///   - grace: how long members may take to exit after `SIGTERM`.
+    ///   - killTimeout: how long to wait for the group to disappear after `SIGKILL`.
+    ///   - terminatedAt: when `SIGTERM` already went to the group; the grace counts from then and it is not resent.
+    /// - Returns: `true` when the group is gone, `false` when live members survived `SIGKILL` for `killTimeout`
+    ///   (e.g. stuck in uninterruptible I/O).
+    @discardableResult
+    package static func terminate(
+        _ pgid: Int32,
+        grace: Duration,
+        killTimeout: Duration = .seconds(10),
+        terminatedAt: ContinuousClock.Instant? = nil
+    ) async -> Bool {
+        let clock = ContinuousClock()
+        if isGone(pgid) { return true }
+        if terminatedAt == nil {
+            signal(pgid, SIGTERM)
+            signal(pgid, SIGCONT)
+        }
+        let killAt = (terminatedAt ?? clock.now).advanced(by: grace)
+        if await waitUntilGone(pgid, deadline: killAt, clock: clock) { return true }
+        signal(pgid, SIGKILL)
+        return await waitUntilGone(pgid, deadline: clock.now.advanced(by: killTimeout), clock: clock)
+    }
+
+    /// Polls until the group is gone or `deadline` passes.
+    package static func waitUntilGone(
+        _ pgid: Int32,
+        deadline: ContinuousClock.Instant,
+        clock: ContinuousClock = ContinuousClock()
+    ) async -> Bool {
+        while true {
+            if isGone(pgid) { return true }
+            if clock.now >= deadline { return false }
+            await pause(.milliseconds(50))
+        }
+    }
+
+    /// Reaps our exited members, then tells whether no live member remains.
+    ///
+    /// Zombies left are another parent's to reap (a PID 1 that never reaps, in some containers); they run nothing,
+    /// so they do not count.
+    static func isGone(_ pgid: Int32) -> Bool {
+        reapMembers(of: pgid)
+        guard exists(pgid) else { return true }
+        guard let members = ProcessTable.members(ofGroup: pgid) else { return false }
+        return members.allSatisfy(\.isZombie)
+    }
+
+    /// Reaps, without blocking, every exited child of this process that belongs to the group.
+    package static func reapMembers(of pgid: Int32) {
+        guard pgid > 1 else { return }
+        var status: Int32 = 0
+        while waitpid(-pgid, &status, WNOHANG) > 0 {}
+    }
+
+    /// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`).
+    ///
+    /// Without it, a job's grandchildren are re-parented to PID 1 when the job's leader exits; in a container whose
+    /// PID 1 does not reap, they stay zombies and their group never disappears. Only the agent executable calls this:
+    /// it changes the whole process, so test processes must not.
+    ///
+    /// - Returns: whether the setting took effect.
+    @discardableResult
+    package static func becomeSubreaper() -> Bool {
+        #if os(Linux)
+        // `prctl` is variadic in C, so Swift cannot call it directly; with integer arguments only, calling it
+        // through a fixed-arity pointer is ABI-compatible on the Linux targets we support (x86_64, arm64).
+        typealias Prctl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
+        guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, "prctl") else { return false }
+        let prctl = unsafeBitCast(symbol, to: Prctl.self)
+        let setChildSubreaper: Int32 = 36  // PR_SET_CHILD_SUBREAPER
+        return prctl(setChildSubreaper, 1, 0, 0, 0) == 0
+        #else
+        return false
+        #endif
+    }
+
+    /// Sleeps without honouring cancellation, so a kill sequence keeps its timing even in a cancelled task.
+    static func pause(_ duration: Duration) async {
+        let nanos = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanos))) { continuation.resume() }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import ComityAPI
+import ComityClient
+import ComityCore
+
+/// `comity projects add NAME --partner NAME`, `comity projects [list]`.
+struct ProjectsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "projects",
+        abstract: "Manage projects: the groups of a partner that submit jobs.",
+        subcommands: [List.self, Add.self],
+        defaultSubcommand: List.self
+    )
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a project.")
+
+        @Argument(help: ArgumentHelp("The project's name, e.g. swahili-asr.", valueName: "name"))
+        var name: String
+
+        @Option(help: ArgumentHelp("The partner the project belongs to.", valueName: "name"))
+        var partner: String
+
+        @OptionGroup(title: "Global Options")
+        var global: GlobalOptions
+
+        func run() async throws {
+            let added = try await global.client().addProject(Project(name: name, partner: partner))
+            if global.isJSON { return try Terminal.json(added) }
+            Terminal.out("added project \(added.name) of partner \(added.partner)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List projects.")
+
+        @OptionGroup(title: "Global Options")
+        var global: GlobalOptions
+
+        func run() async throws {
+            let projects = try await global.client().projects()
+            if global.isJSON { return try Terminal.json(projects) }
+            var table = Table("NAME", "PARTNER")
+            for project in projects { table.append(project.name, project.partner) }
+            table.print(empty: "no projects")
+        }
+    }
+}

@@ -1,0 +1,6 @@
+import ArgumentParser
+import ComityCore
+
+// Core's enums parse from their raw values on the command line; `--help` lists the allowed values.
+extension JobState: ExpressibleByArgument {}
+extension Role: ExpressibleByArgument {}

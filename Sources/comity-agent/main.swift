@@ -1,0 +1,79 @@
+import ArgumentParser
+import ComityAgent
+import Foundation
+import Logging
+
+/// `comity-agent`: runs a host's share of the Comity commons.
+@main
+struct ComityAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "comity-agent",
+        abstract: "Run this host's jobs for a Comity server.",
+        discussion: """
+            The first start enrolls the host with a one-time join token and keeps the credential in the state folder \
+            (DIR/credential.json, mode 600); later starts need no join token. The agent only makes outbound \
+            connections. SIGTERM or SIGINT stops it gracefully: running jobs are stopped and requeued.
+            """
+    )
+
+    @Option(help: "Server URL, e.g. http://127.0.0.1:8700 (default: the one saved at enrollment).")
+    var server: String?
+
+    @Option(help: "One-time join token, needed only for the first start (or set COMITY_JOIN_TOKEN).")
+    var joinToken: String?
+
+    @Option(help: "State folder: credential, running-job records, work folders.")
+    var stateDir: String
+
+    @Option(help: "YAML file describing the host's resources, replacing detection.")
+    var resources: String?
+
+    @Option(help: "Host name at enrollment (default: the hostname).")
+    var name: String?
+
+    @Option(help: "Host labels at enrollment, e.g. tre=true,disk=encrypted.")
+    var labels: String?
+
+    @Option(help: "Time between SIGTERM and SIGKILL when a job is stopped, e.g. 10s, 500ms.")
+    var killGrace: String = "10s"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let configuration: AgentConfiguration
+        do throws(AgentError) {
+            configuration = AgentConfiguration(
+                server: server ?? environment["COMITY_SERVER"],
+                joinToken: joinToken ?? environment["COMITY_JOIN_TOKEN"],
+                stateDirectory: stateDir,
+                resourcesFile: resources,
+                name: name,
+                labels: try labels.map(AgentConfiguration.parseLabels) ?? [:],
+                killGrace: try AgentConfiguration.parseGrace(killGrace)
+            )
+            try configuration.validate()
+        } catch {
+            throw ValidationError(error.message)
+        }
+
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "comity.agent")
+        let agent = AgentService(configuration: configuration, logger: logger)
+        do {
+            try await agent.runInServiceGroup()
+        } catch let error as AgentError {
+            logger.critical("agent stopped", metadata: ["error.code": "\(error.code)"])
+            FileHandle.standardError.write(Data("comity-agent: error: \(error.message)\n".utf8))
+            throw ExitCode(error.code == .unauthorized ? 3 : 1)
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

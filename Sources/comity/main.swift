@@ -1,0 +1,3 @@
+import ComityCLI
+
+await Comity.main()
