@@ -140,12 +140,22 @@ let package = Package(
         .testTarget(
             name: "ComityServerTests",
             dependencies: [
-                "ComityServer",
+                "ComityServer", "ComityStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ComityE2ETests", dependencies: ["ComityAPI", "ComityCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ComityE2ETests",
+            dependencies: [
+                "ComityAPI", "ComityCore",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

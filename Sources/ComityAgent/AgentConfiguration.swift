@@ -22,8 +22,14 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
     package var pollWaitSeconds: Int
 
     package init(
-        server: String?, joinToken: String?, stateDirectory: String, resourcesFile: String? = nil, name: String? = nil,
-        labels: [String: String] = [:], killGrace: Duration = .seconds(10), pollWaitSeconds: Int = 20
+        server: String?,
+        joinToken: String?,
+        stateDirectory: String,
+        resourcesFile: String? = nil,
+        name: String? = nil,
+        labels: [String: String] = [:],
+        killGrace: Duration = .seconds(10),
+        pollWaitSeconds: Int = 20
     ) {
         self.server = server
         self.joinToken = joinToken
@@ -37,9 +43,10 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
 
     /// Redacts the join token.
     package var description: String {
-        "AgentConfiguration(server: \(server ?? "(from credential)"), joinToken: \(joinToken == nil ? "nil" : "<redacted>"), "
-            + "stateDirectory: \(stateDirectory.path), resourcesFile: \(resourcesFile ?? "nil"), name: \(name ?? "(hostname)"), "
-            + "labels: \(labels), killGrace: \(killGrace))"
+        "AgentConfiguration(server: \(server ?? "(from credential)"), "
+            + "joinToken: \(joinToken == nil ? "nil" : "<redacted>"), stateDirectory: \(stateDirectory.path), "
+            + "resourcesFile: \(resourcesFile ?? "nil"), name: \(name ?? "(hostname)"), labels: \(labels), "
+            + "killGrace: \(killGrace))"
     }
 
     /// Parses `--labels k=v,k2=v2`.
@@ -51,7 +58,11 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = parts[0].trimming(" ")
             guard parts.count == 2, isLabelKey(key) else {
-                throw AgentError(.configuration, "--labels: expected key=value pairs separated by commas (keys of letters, digits, '-', '_', '.', '/'), got \"\(pair)\"")
+                throw AgentError(
+                    .configuration,
+                    "--labels: expected key=value pairs separated by commas "
+                        + "(keys of letters, digits, '-', '_', '.', '/'), got \"\(pair)\""
+                )
             }
             guard labels[key] == nil else { throw AgentError(.configuration, "--labels: \"\(key)\" is given twice") }
             labels[key] = parts[1].trimming(" ")
@@ -62,32 +73,51 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
     /// Parses `--kill-grace`: `10s`, `1m`, `500ms` or a number of seconds (`0` for no grace).
     package static func parseGrace(_ text: String) throws(AgentError) -> Duration {
         let trimmed = text.trimming(" ")
-        if trimmed.hasSuffix("ms"), let millis = Int64(trimmed.dropLast(2)), millis >= 0 { return .milliseconds(millis) }
+        if trimmed.hasSuffix("ms"), let millis = Int64(trimmed.dropLast(2)), millis >= 0 {
+            return .milliseconds(millis)
+        }
         if trimmed == "0" { return .zero }
         if let seconds = Quantity.seconds(trimmed), seconds <= 3_600 { return .seconds(seconds) }
-        throw AgentError(.configuration, "--kill-grace: expected a duration such as 10s, 1m or 500ms (at most 1h), got \"\(text)\"")
+        throw AgentError(
+            .configuration,
+            "--kill-grace: expected a duration such as 10s, 1m or 500ms (at most 1h), got \"\(text)\""
+        )
     }
 
     /// Checks the server URL and that the state folder is usable.
     package func validate() throws(AgentError) {
         if let server {
-            guard let url = URL(string: server), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
-                throw AgentError(.configuration, "--server: expected a URL such as http://127.0.0.1:8700, got \"\(server)\"")
+            guard let url = URL(string: server), let scheme = url.scheme, ["http", "https"].contains(scheme),
+                url.host != nil
+            else {
+                throw AgentError(
+                    .configuration,
+                    "--server: expected a URL such as http://127.0.0.1:8700, got \"\(server)\""
+                )
             }
         }
         if stateDirectory.path.isEmpty { throw AgentError(.configuration, "--state-dir: expected a folder") }
         if let name, !name.isEmpty, !Self.isHostName(name) {
-            throw AgentError(.configuration, "--name: expected letters, digits, '-', '_' or '.' (at most 128), got \"\(name)\"")
+            throw AgentError(
+                .configuration,
+                "--name: expected letters, digits, '-', '_' or '.' (at most 128), got \"\(name)\""
+            )
         }
     }
 
     static func isLabelKey(_ key: String) -> Bool {
         !key.isEmpty && key.count <= 128
-            && key.unicodeScalars.allSatisfy { ("0"..."9").contains($0) || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || "-_./".unicodeScalars.contains($0) }
+            && key.unicodeScalars.allSatisfy {
+                ("0"..."9").contains($0) || ("a"..."z").contains($0) || ("A"..."Z").contains($0)
+                    || "-_./".unicodeScalars.contains($0)
+            }
     }
 
     static func isHostName(_ name: String) -> Bool {
         name.count <= 128
-            && name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0) }
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
+                    || "-_.".unicodeScalars.contains($0)
+            }
     }
 }

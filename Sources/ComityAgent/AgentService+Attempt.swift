@@ -9,7 +9,12 @@ extension AgentService {
     ///
     /// Throws only ``AgentError/Code/unauthorized``; everything else ends in a finish report or, when the start was
     /// never acknowledged, in dropping the assignment (its lease then expires on the server).
-    func runAttempt(_ assignment: Assignment, control: JobControl, session: Session, registry: AttemptRegistry) async throws {
+    func runAttempt(
+        _ assignment: Assignment,
+        control: JobControl,
+        session: Session,
+        registry: AttemptRegistry
+    ) async throws {
         defer { registry.remove(assignment.attempt) }
         var logger = self.logger
         logger[metadataKey: "job.id"] = "\(assignment.jobId)"
@@ -19,7 +24,9 @@ extension AgentService {
 
         // 1. Acknowledge; only a current attempt runs.
         do {
-            let leaseEnd = ContinuousClock.now.advanced(by: .seconds(max(1, assignment.leaseExpiresAt.timeIntervalSinceNow)))
+            let leaseEnd = ContinuousClock.now.advanced(
+                by: .seconds(max(1, assignment.leaseExpiresAt.timeIntervalSinceNow))
+            )
             let ack = try await Self.retrying("start", logger: logger, deadline: leaseEnd) {
                 try await client.start(attempt: assignment.attempt)
             }
@@ -32,7 +39,13 @@ extension AgentService {
             logger.warning("assignment dropped: start not acknowledged", metadata: ["error": "\(error)"])
             return
         }
-        logger.info("job starting", metadata: ["job.name": "\(assignment.spec.name)", "gpu.devices": "\(JobEnvironment.visibleDevices(for: assignment))"])
+        logger.info(
+            "job starting",
+            metadata: [
+                "job.name": "\(assignment.spec.name)",
+                "gpu.devices": "\(JobEnvironment.visibleDevices(for: assignment))",
+            ]
+        )
 
         // 2. Run it.
         let outcome: JobRunner.Outcome
@@ -40,7 +53,11 @@ extension AgentService {
             let workDirectory = try state.makeWorkDirectory(attempt: assignment.attempt)
             let job = JobRunner.Job(
                 command: assignment.spec.command,
-                environment: JobEnvironment.build(for: assignment, workDirectory: workDirectory, inherited: environment),
+                environment: JobEnvironment.build(
+                    for: assignment,
+                    workDirectory: workDirectory,
+                    inherited: environment
+                ),
                 workDirectory: workDirectory,
                 maxRuntimeSeconds: assignment.spec.maxRuntimeSeconds
             )
@@ -52,12 +69,20 @@ extension AgentService {
                 control: control,
                 onStart: { [logger] pgid in
                     let record = RunningRecord(
-                        attempt: assignment.attempt, jobId: assignment.jobId, pgid: pgid, bootId: ProcessTable.bootID(), startedAt: Date()
+                        attempt: assignment.attempt,
+                        jobId: assignment.jobId,
+                        pgid: pgid,
+                        bootId: ProcessTable.bootID(),
+                        startedAt: Date()
                     )
-                    do { try record.save(in: state) } catch { logger.warning("cannot save running record", metadata: ["error": "\(error)"]) }
+                    do { try record.save(in: state) } catch {
+                        logger.warning("cannot save running record", metadata: ["error": "\(error)"])
+                    }
                     logger.info("job started", metadata: ["process.pgid": "\(pgid)"])
                 },
-                sink: { [logger] chunk in await upload(chunk, attempt: assignment.attempt, client: client, control: control, logger: logger) }
+                sink: { [logger] chunk in
+                    await upload(chunk, attempt: assignment.attempt, client: client, control: control, logger: logger)
+                }
             )
         } catch {
             outcome = .failed("cannot create the work folder: \(error)")
@@ -68,14 +93,24 @@ extension AgentService {
         let request = outcome.finishRequest
         logger.info(
             "job finished",
-            metadata: ["attempt.outcome": "\(request.outcome.rawValue)", "exit.code": "\(request.exitCode.map(String.init) ?? "-")", "message": "\(request.message ?? "")"]
+            metadata: [
+                "attempt.outcome": "\(request.outcome.rawValue)",
+                "exit.code": "\(request.exitCode.map(String.init) ?? "-")", "message": "\(request.message ?? "")",
+            ]
         )
         do {
-            let ack = try await Self.retrying("finish", logger: logger) { try await client.finish(attempt: assignment.attempt, request) }
-            if !ack.current { logger.info("finish recorded for a fenced attempt", metadata: ["attempt.state": "\(ack.state)"]) }
+            let ack = try await Self.retrying("finish", logger: logger) {
+                try await client.finish(attempt: assignment.attempt, request)
+            }
+            if !ack.current {
+                logger.info("finish recorded for a fenced attempt", metadata: ["attempt.state": "\(ack.state)"])
+            }
         } catch {
             try failIfUnauthorized(error, server: client.server)
-            logger.error("finish report failed; the server will find the attempt by its lease", metadata: ["error": "\(error)"])
+            logger.error(
+                "finish report failed; the server will find the attempt by its lease",
+                metadata: ["error": "\(error)"]
+            )
         }
         state.pruneWorkDirectories(keeping: Set(registry.attempts))
     }
@@ -85,13 +120,17 @@ extension AgentService {
     /// Gives up on the chunk for a 4xx (the attempt is gone, or the chunk was refused) or when cancelled.
     func upload(_ chunk: LogAppend, attempt: Int64, client: ComityClient, control: JobControl, logger: Logger) async {
         do {
-            let ack = try await Self.retrying("append log", logger: logger) { try await client.appendLog(attempt: attempt, chunk) }
+            let ack = try await Self.retrying("append log", logger: logger) {
+                try await client.appendLog(attempt: attempt, chunk)
+            }
             if !ack.current, control.stop(.server) {
                 logger.info("attempt no longer current; stopping job", metadata: ["attempt.state": "\(ack.state)"])
             }
         } catch {
             if let error = error as? ClientError, error.status == 404 || error.status == 409 || error.status == 410 {
-                if control.stop(.server) { logger.info("attempt gone on the server; stopping job", metadata: ["error": "\(error)"]) }
+                if control.stop(.server) {
+                    logger.info("attempt gone on the server; stopping job", metadata: ["error": "\(error)"])
+                }
                 return
             }
             logger.warning("log chunk dropped", metadata: ["log.seq": "\(chunk.seq)", "error": "\(error)"])

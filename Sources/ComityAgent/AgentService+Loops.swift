@@ -15,7 +15,9 @@ extension AgentService {
             loops.addTask { try await heartbeatLoop(session, registry: registry) }
             try await withThrowingDiscardingTaskGroup { attempts in
                 try await pollLoop(session, registry: registry) { assignment, control in
-                    attempts.addTask { try await runAttempt(assignment, control: control, session: session, registry: registry) }
+                    attempts.addTask {
+                        try await runAttempt(assignment, control: control, session: session, registry: registry)
+                    }
                 }
             }
             loops.cancelAll()
@@ -27,12 +29,15 @@ extension AgentService {
     /// Returns when cancelled; throws ``AgentError/Code/unauthorized`` on a 401.
     func heartbeatLoop(_ session: Session, registry: AttemptRegistry) async throws {
         let interval = Duration.seconds(max(1, session.credential.heartbeatSeconds))
-        var resources: HostResources? = session.resources  // the first heartbeat brings the server's inventory up to date
+        // The first heartbeat brings the server's inventory up to date.
+        var resources: HostResources? = session.resources
         var backoff = Backoff()
         while !Task.isCancelled {
             let delay: Duration
             do {
-                let response = try await session.client.heartbeat(HeartbeatRequest(attempts: registry.attempts, resources: resources))
+                let response = try await session.client.heartbeat(
+                    HeartbeatRequest(attempts: registry.attempts, resources: resources)
+                )
                 resources = nil
                 backoff.reset()
                 for attempt in registry.stop(response.stop, reason: .server) {
@@ -67,7 +72,10 @@ extension AgentService {
                 if Task.isCancelled || Task.isShuttingDownGracefully || registry.isClosed { break }
                 try failIfUnauthorized(error, server: client.server)
                 let delay = backoff.next()
-                logger.warning("polling for assignments failed", metadata: ["error": "\(error)", "retry.in": "\(delay)"])
+                logger.warning(
+                    "polling for assignments failed",
+                    metadata: ["error": "\(error)", "retry.in": "\(delay)"]
+                )
                 do { try await Task.sleep(for: delay) } catch { break }
                 continue
             }

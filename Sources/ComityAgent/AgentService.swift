@@ -16,7 +16,11 @@ package struct AgentService: Service {
     /// The agent's environment, from which jobs inherit `PATH`, `HOME` and `LANG`.
     package var environment: [String: String]
 
-    package init(configuration: AgentConfiguration, logger: Logger, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    package init(
+        configuration: AgentConfiguration,
+        logger: Logger,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.configuration = configuration
         self.logger = logger
         self.environment = environment
@@ -65,23 +69,31 @@ package struct AgentService: Service {
         logger.info(
             "host resources",
             metadata: [
-                "host.cpus": "\(Quantity.formatCPUs(resources.cpuMillis))", "host.memory": "\(Quantity.formatBytes(resources.memoryBytes))",
+                "host.cpus": "\(Quantity.formatCPUs(resources.cpuMillis))",
+                "host.memory": "\(Quantity.formatBytes(resources.memoryBytes))",
                 "host.gpus": "\(resources.gpus.count)",
             ]
         )
         let credential: Credential
         if let saved {
-            if configuration.joinToken != nil { logger.info("already enrolled; join token not used", metadata: ["file": "\(state.credentialPath)"]) }
+            if configuration.joinToken != nil {
+                logger.info("already enrolled; join token not used", metadata: ["file": "\(state.credentialPath)"])
+            }
             credential = saved
         } else {
             credential = try await enroll(resources: resources)
         }
         let server = configuration.server ?? credential.server
         if server != credential.server {
-            logger.warning("server differs from the one that issued the credential", metadata: ["server": "\(server)", "credential.server": "\(credential.server)"])
+            logger.warning(
+                "server differs from the one that issued the credential",
+                metadata: ["server": "\(server)", "credential.server": "\(credential.server)"]
+            )
         }
         return Session(
-            client: ComityClient(server: server, token: credential.token), credential: credential, resources: resources,
+            client: ComityClient(server: server, token: credential.token),
+            credential: credential,
+            resources: resources,
             leftovers: leftovers
         )
     }
@@ -123,8 +135,11 @@ package struct AgentService: Service {
         let joinToken = configuration.joinToken ?? ""
         let server = configuration.server ?? ""
         let request = EnrollRequest(
-            joinToken: joinToken, name: configuration.name.flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultHostName(),
-            resources: resources, labels: configuration.labels, agentVersion: AgentConfiguration.version
+            joinToken: joinToken,
+            name: configuration.name.flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultHostName(),
+            resources: resources,
+            labels: configuration.labels,
+            agentVersion: AgentConfiguration.version
         )
         let client = ComityClient(server: server, token: nil)
         let response: EnrollResponse
@@ -133,7 +148,8 @@ package struct AgentService: Service {
         } catch let error as ClientError {
             throw AgentError(
                 .enrollment,
-                "enrollment with \(server) failed (HTTP \(error.status)): \(error); ask a partner admin for a new join token if it was used or expired"
+                "enrollment with \(server) failed (HTTP \(error.status)): \(error); "
+                    + "ask a partner admin for a new join token if it was used or expired"
             )
         }
         let credential = Credential(server: server, enrollment: response, enrolledAt: Date())
@@ -150,7 +166,10 @@ package struct AgentService: Service {
     /// when their leases expire. Best effort.
     func reportLeftovers(_ session: Session) async {
         for record in session.leftovers {
-            let request = FinishRequest(outcome: .error, message: "agent restarted; the attempt's processes were killed")
+            let request = FinishRequest(
+                outcome: .error,
+                message: "agent restarted; the attempt's processes were killed"
+            )
             _ = try? await Self.retrying("finish", logger: logger, attempts: 5) {
                 try await session.client.finish(attempt: record.attempt, request)
             }
@@ -160,7 +179,9 @@ package struct AgentService: Service {
     /// This host's name, cut to what the server accepts (letters, digits, `-`, `_`, `.`).
     static func defaultHostName() -> String {
         let raw = ProcessInfo.processInfo.hostName
-        let cleaned = String(raw.unicodeScalars.map { AgentConfiguration.isHostName(String($0)) ? Character($0) : "-" }.prefix(128))
+        let cleaned = String(
+            raw.unicodeScalars.map { AgentConfiguration.isHostName(String($0)) ? Character($0) : "-" }.prefix(128)
+        )
         let trimmed = cleaned.trimming("-.")
         return trimmed.isEmpty ? "host" : trimmed
     }
@@ -192,9 +213,14 @@ package struct AgentService: Service {
                 return try await operation()
             } catch {
                 tries += 1
-                guard isRetryable(error), tries < attempts, deadline.map({ ContinuousClock.now < $0 }) ?? true else { throw error }
+                guard isRetryable(error), tries < attempts, deadline.map({ ContinuousClock.now < $0 }) ?? true else {
+                    throw error
+                }
                 let delay = backoff.next()
-                logger.warning("server call failed; retrying", metadata: ["call": "\(call)", "error": "\(error)", "retry.in": "\(delay)"])
+                logger.warning(
+                    "server call failed; retrying",
+                    metadata: ["call": "\(call)", "error": "\(error)", "retry.in": "\(delay)"]
+                )
                 try await Task.sleep(for: delay)
             }
         }
@@ -205,8 +231,9 @@ package struct AgentService: Service {
         guard let error = error as? ClientError, error.status == 401 else { return }
         throw AgentError(
             .unauthorized,
-            "the server at \(server) rejected this agent's credential (HTTP 401: \(error.message)); the host may have been "
-                + "removed or its token revoked. Delete \(configuration.stateDirectory.credentialPath) and start again with a new --join-token"
+            "the server at \(server) rejected this agent's credential (HTTP 401: \(error.message)); "
+                + "the host may have been removed or its token revoked. "
+                + "Delete \(configuration.stateDirectory.credentialPath) and start again with a new --join-token"
         )
     }
 }

@@ -37,7 +37,10 @@ package struct Credential: Codable, Sendable, Hashable, CustomStringConvertible 
         do {
             return try WireJSON.decoder().decode(Credential.self, from: data)
         } catch {
-            throw AgentError(.configuration, "\(path) is not a valid agent credential (\(error)); move it away to enroll again")
+            throw AgentError(
+                .configuration,
+                "\(path) is not a valid agent credential (\(error)); move it away to enroll again"
+            )
         }
     }
 

@@ -25,7 +25,9 @@ package enum Inventory {
     package static func detect(logger: Logger) async throws(DetectionError) -> HostResources {
         let cpus = cpuCount()
         guard let memory = memoryBytes() else {
-            throw DetectionError(message: "cannot read the host's memory size from /proc/meminfo; pass --resources FILE")
+            throw DetectionError(
+                message: "cannot read the host's memory size from /proc/meminfo; pass --resources FILE"
+            )
         }
         let gpus = await detectGPUs(logger: logger)
         return HostResources(cpuMillis: cpus * 1000, memoryBytes: memory, gpus: gpus)
@@ -34,7 +36,9 @@ package enum Inventory {
     /// The number of CPUs this process may run on: its affinity mask (`Cpus_allowed` of `/proc/self/status`, what
     /// `sched_getaffinity` reports), or Foundation's count where there is none.
     package static func cpuCount() -> Int {
-        if let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8), let count = parseCpusAllowed(text) {
+        if let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let count = parseCpusAllowed(text)
+        {
             return count
         }
         return ProcessInfo.processInfo.activeProcessorCount
@@ -105,7 +109,10 @@ package enum Inventory {
                 return first
             }
             let gpus = try NvidiaSMI.parseGPUs(output)
-            logger.info("gpus detected", metadata: ["gpu.count": "\(gpus.count)", "gpu.models": "\(Set(gpus.map(\.model)).sorted())"])
+            logger.info(
+                "gpus detected",
+                metadata: ["gpu.count": "\(gpus.count)", "gpu.models": "\(Set(gpus.map(\.model)).sorted())"]
+            )
             return gpus
         } catch {
             logger.warning("gpu detection failed; offering no GPUs", metadata: ["error": "\(error)"])

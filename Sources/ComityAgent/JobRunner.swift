@@ -37,7 +37,8 @@ package struct JobRunner: Sendable {
         /// Stop the job (``StopReason/maxRuntime(seconds:)``) when it runs longer.
         package var maxRuntimeSeconds: Int64?
 
-        package init(command: [String], environment: [String: String], workDirectory: String, maxRuntimeSeconds: Int64?) {
+        package init(command: [String], environment: [String: String], workDirectory: String, maxRuntimeSeconds: Int64?)
+        {
             self.command = command
             self.environment = environment
             self.workDirectory = workDirectory
@@ -88,7 +89,9 @@ package struct JobRunner: Sendable {
         sink: @escaping @Sendable (LogAppend) async -> Void
     ) async -> Outcome {
         if let reason = control.stopReason { return .stopped(reason) }
-        guard let program = job.command.first, !program.isEmpty else { return .failed("cannot start the job: empty command") }
+        guard let program = job.command.first, !program.isEmpty else {
+            return .failed("cannot start the job: empty command")
+        }
         let batcher = LogBatcher(configuration: configuration.logs)
         return await withTaskGroup(of: Void.self) { group in
             group.addTask { await batcher.run(sink: sink) }
@@ -139,8 +142,12 @@ package struct JobRunner: Sendable {
                 // Stops the group when asked; ends when the leader has exited.
                 async let acted = Self.watch(pgid, control: control, grace: grace)
                 await withTaskGroup(of: Bool.self) { streams in
-                    streams.addTask { await Self.drain(execution.standardOutput, into: batcher, as: .stdout, logger: logger) }
-                    streams.addTask { await Self.drain(execution.standardError, into: batcher, as: .stderr, logger: logger) }
+                    streams.addTask {
+                        await Self.drain(execution.standardOutput, into: batcher, as: .stdout, logger: logger)
+                    }
+                    streams.addTask {
+                        await Self.drain(execution.standardError, into: batcher, as: .stderr, logger: logger)
+                    }
                     if let seconds = job.maxRuntimeSeconds {
                         streams.addTask {
                             do { try await Task.sleep(for: .seconds(seconds)) } catch { return false }
@@ -182,7 +189,11 @@ package struct JobRunner: Sendable {
     /// Terminates what the job's leader left behind in its group.
     private func ensureGone(_ pgid: Int32, control: JobControl) async {
         guard pgid > 1 else { return }
-        let isGone = await ProcessGroup.terminate(pgid, grace: configuration.killGrace, terminatedAt: control.terminatedAt)
+        let isGone = await ProcessGroup.terminate(
+            pgid,
+            grace: configuration.killGrace,
+            terminatedAt: control.terminatedAt
+        )
         if !isGone {
             logger.warning("job process group survived SIGKILL", metadata: ["process.pgid": "\(pgid)"])
         }
@@ -233,7 +244,10 @@ package struct JobRunner: Sendable {
                 batcher.append(stream, buffer.withUnsafeBytes { Array($0) })
             }
         } catch {
-            logger.warning("job output stream failed", metadata: ["log.stream": "\(stream.rawValue)", "error": "\(error)"])
+            logger.warning(
+                "job output stream failed",
+                metadata: ["log.stream": "\(stream.rawValue)", "error": "\(error)"]
+            )
         }
         return true
     }

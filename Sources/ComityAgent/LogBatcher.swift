@@ -109,12 +109,15 @@ package final class LogBatcher: Sendable {
                 }
             }
             for piece in UTF8Chunking.split(bytes, maxBytes: flushBytes) {
-                chunks.append(LogAppend(seq: state.nextSeq, stream: segment.stream, data: String(decoding: piece, as: UTF8.self)))
+                chunks.append(
+                    LogAppend(seq: state.nextSeq, stream: segment.stream, data: String(decoding: piece, as: UTF8.self))
+                )
                 state.nextSeq += 1
             }
         }
         if state.droppedBytes > 0 {
-            let note = "[comity-agent: \(state.droppedBytes) bytes of output dropped while the server was not keeping up]\n"
+            let note =
+                "[comity-agent: \(state.droppedBytes) bytes of output dropped while the server was not keeping up]\n"
             chunks.append(LogAppend(seq: state.nextSeq, stream: .stderr, data: note))
             state.nextSeq += 1
             state.droppedBytes = 0

@@ -24,7 +24,9 @@ package enum NvidiaSMI {
     ///   (`[N/A]`, `[Not Supported]`), or an index seen twice.
     package static func parseGPUs(_ output: String) throws(ParseError) -> [GPU] {
         var gpus: [GPU] = []
-        for (offset, rawLine) in output.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+        for (offset, rawLine) in output.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+            .enumerated()
+        {
             let lineNumber = offset + 1
             let line = rawLine.trimming(" \t")
             if line.isEmpty { continue }

@@ -83,19 +83,17 @@ package enum ProcessGroup {
     /// Reaps our exited members, then tells whether no live member remains.
     ///
     /// Zombies left are another parent's to reap (a PID 1 that never reaps, in some containers); they run nothing,
-    /// so they do not count.
+    /// so they do not count. The group's leader is never reaped here: if it is our child, its spawner reaps it and
+    /// wants its exit status.
     static func isGone(_ pgid: Int32) -> Bool {
-        reapMembers(of: pgid)
         guard exists(pgid) else { return true }
         guard let members = ProcessTable.members(ofGroup: pgid) else { return false }
-        return members.allSatisfy(\.isZombie)
-    }
-
-    /// Reaps, without blocking, every exited child of this process that belongs to the group.
-    package static func reapMembers(of pgid: Int32) {
-        guard pgid > 1 else { return }
+        let me = getpid()
         var status: Int32 = 0
-        while waitpid(-pgid, &status, WNOHANG) > 0 {}
+        for member in members where member.isZombie && member.parent == me && member.pid != pgid {
+            _ = waitpid(member.pid, &status, WNOHANG)
+        }
+        return !exists(pgid) || members.allSatisfy(\.isZombie)
     }
 
     /// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`).

@@ -29,7 +29,8 @@ package enum ProcessTable {
             let pid = Int32(line[..<open].trimmingCharacters(in: .whitespaces))
         else { return nil }
         let fields = line[line.index(after: close)...].split(separator: " ")
-        guard fields.count >= 3, let state = fields[0].first, let parent = Int32(fields[1]), let group = Int32(fields[2])
+        guard fields.count >= 3, let state = fields[0].first, let parent = Int32(fields[1]),
+            let group = Int32(fields[2])
         else { return nil }
         return Entry(pid: pid, state: state, parent: parent, group: group)
     }

@@ -43,7 +43,10 @@ package enum ResourcesFile {
     package static func validate(_ document: JSONValue) throws(ValidationFailure) -> HostResources {
         guard case .object(let object) = document else {
             throw ValidationFailure([
-                FieldError(field: "(document)", message: "expected a mapping like {cpus: 64, memory: 512Gi}, got \(document.typeName)")
+                FieldError(
+                    field: "(document)",
+                    message: "expected a mapping like {cpus: 64, memory: 512Gi}, got \(document.typeName)"
+                )
             ])
         }
         var errors: [FieldError] = []
@@ -56,7 +59,12 @@ package enum ResourcesFile {
         case .number(let cpus) where cpus > 0 && cpus <= 65_536:
             cpuMillis = Int((cpus * 1000).rounded())
         case let other?:
-            errors.append(FieldError(field: "cpus", message: "expected a number of CPUs greater than 0 such as 64, got \(describe(other))"))
+            errors.append(
+                FieldError(
+                    field: "cpus",
+                    message: "expected a number of CPUs greater than 0 such as 64, got \(describe(other))"
+                )
+            )
         }
         let memory = size(object["memory"], field: "memory", into: &errors)
 
@@ -72,14 +80,30 @@ package enum ResourcesFile {
             var seenUUIDs: Set<String> = []
             for (position, gpu) in gpus.enumerated() {
                 if !seenIndices.insert(gpu.index).inserted {
-                    errors.append(FieldError(field: "gpus[\(position)].index", message: "index \(gpu.index) is used by an earlier GPU"))
+                    errors.append(
+                        FieldError(
+                            field: "gpus[\(position)].index",
+                            message: "index \(gpu.index) is used by an earlier GPU"
+                        )
+                    )
                 }
                 if !gpu.uuid.isEmpty, !seenUUIDs.insert(gpu.uuid).inserted {
-                    errors.append(FieldError(field: "gpus[\(position)].uuid", message: "\"\(gpu.uuid)\" is used by an earlier GPU"))
+                    errors.append(
+                        FieldError(
+                            field: "gpus[\(position)].uuid",
+                            message: "\"\(gpu.uuid)\" is used by an earlier GPU"
+                        )
+                    )
                 }
             }
         case let other?:
-            errors.append(FieldError(field: "gpus", message: "expected a list of GPUs like [{model: H100, memory: 80Gi, uuid: GPU-1}], got \(other.typeName)"))
+            errors.append(
+                FieldError(
+                    field: "gpus",
+                    message:
+                        "expected a list of GPUs like [{model: H100, memory: 80Gi, uuid: GPU-1}], got \(other.typeName)"
+                )
+            )
         }
 
         guard errors.isEmpty, let cpuMillis, let memory else { throw ValidationFailure(errors) }
@@ -89,7 +113,12 @@ package enum ResourcesFile {
     private static func validateGPU(_ item: JSONValue, position: Int, into errors: inout [FieldError]) -> GPU? {
         let prefix = "gpus[\(position)]."
         guard case .object(let gpu) = item else {
-            errors.append(FieldError(field: "gpus[\(position)]", message: "expected a mapping like {model: H100, memory: 80Gi, uuid: GPU-1}, got \(item.typeName)"))
+            errors.append(
+                FieldError(
+                    field: "gpus[\(position)]",
+                    message: "expected a mapping like {model: H100, memory: 80Gi, uuid: GPU-1}, got \(item.typeName)"
+                )
+            )
             return nil
         }
         let before = errors.count
@@ -99,9 +128,16 @@ package enum ResourcesFile {
         case .string(let text) where !text.trimmingCharacters(in: .whitespaces).isEmpty && text.count <= 128:
             model = text.trimmingCharacters(in: .whitespaces)
         case nil, .null:
-            errors.append(FieldError(field: prefix + "model", message: "required; expected a GPU model such as \"H100\""))
+            errors.append(
+                FieldError(field: prefix + "model", message: "required; expected a GPU model such as \"H100\"")
+            )
         case let other?:
-            errors.append(FieldError(field: prefix + "model", message: "expected a GPU model such as \"H100\", got \(describe(other))"))
+            errors.append(
+                FieldError(
+                    field: prefix + "model",
+                    message: "expected a GPU model such as \"H100\", got \(describe(other))"
+                )
+            )
         }
         let memory = size(gpu["memory"], field: prefix + "memory", into: &errors)
         var uuid = ""
@@ -110,7 +146,13 @@ package enum ResourcesFile {
         case .string(let text) where !text.isEmpty && !text.contains(",") && !text.contains(where: \.isWhitespace):
             uuid = text
         case let other?:
-            errors.append(FieldError(field: prefix + "uuid", message: "expected a GPU UUID such as \"GPU-fb4909a4-…\" (no spaces or commas), got \(describe(other))"))
+            errors.append(
+                FieldError(
+                    field: prefix + "uuid",
+                    message:
+                        "expected a GPU UUID such as \"GPU-fb4909a4-…\" (no spaces or commas), got \(describe(other))"
+                )
+            )
         }
         var index = position
         switch gpu["index"] {
@@ -118,7 +160,12 @@ package enum ResourcesFile {
         case .number(let number) where number >= 0 && number < 1024 && number.rounded() == number:
             index = Int(number)
         case let other?:
-            errors.append(FieldError(field: prefix + "index", message: "expected a whole number from 0 to 1023, got \(describe(other))"))
+            errors.append(
+                FieldError(
+                    field: prefix + "index",
+                    message: "expected a whole number from 0 to 1023, got \(describe(other))"
+                )
+            )
         }
         guard errors.count == before, let model, let memory else { return nil }
         return GPU(index: index, uuid: uuid, model: model, memoryBytes: memory)
@@ -130,18 +177,34 @@ package enum ResourcesFile {
             errors.append(FieldError(field: field, message: "required; expected a size like \"80Gi\""))
         case .string(let text):
             if let bytes = Quantity.bytes(text), bytes > 0 { return bytes }
-            errors.append(FieldError(field: field, message: "expected a size like \"512Gi\", \"80Gi\" or \"64G\", got \"\(text)\""))
+            errors.append(
+                FieldError(
+                    field: field,
+                    message: "expected a size like \"512Gi\", \"80Gi\" or \"64G\", got \"\(text)\""
+                )
+            )
         case .number(let number) where number >= 1 && number.rounded() == number && number < 9e18:
             return Int64(number)
         case let other?:
-            errors.append(FieldError(field: field, message: "expected a size like \"512Gi\", \"80Gi\" or \"64G\", got \(describe(other))"))
+            errors.append(
+                FieldError(
+                    field: field,
+                    message: "expected a size like \"512Gi\", \"80Gi\" or \"64G\", got \(describe(other))"
+                )
+            )
         }
         return nil
     }
 
-    private static func rejectUnknown(_ object: [String: JSONValue], allowed: [String], prefix: String, into errors: inout [FieldError]) {
+    private static func rejectUnknown(
+        _ object: [String: JSONValue],
+        allowed: [String],
+        prefix: String,
+        into errors: inout [FieldError]
+    ) {
         for key in object.keys.sorted() where !allowed.contains(key) {
-            let hint = Suggestion.closest(to: key, among: allowed).map { "did you mean \"\($0)\"?" }
+            let hint =
+                Suggestion.closest(to: key, among: allowed).map { "did you mean \"\($0)\"?" }
                 ?? "expected one of \(allowed.joined(separator: ", "))"
             errors.append(FieldError(field: prefix + key, message: "unknown field; \(hint)"))
         }

@@ -23,7 +23,10 @@ package struct RunningRecord: Codable, Sendable, Hashable {
 
     /// Writes the record (atomically) into the state folder.
     package func save(in state: StateDirectory) throws {
-        try StateDirectory.writePrivately(try WireJSON.encoder().encode(self), to: state.runningRecordPath(attempt: attempt))
+        try StateDirectory.writePrivately(
+            try WireJSON.encoder().encode(self),
+            to: state.runningRecordPath(attempt: attempt)
+        )
     }
 
     /// Deletes the record of `attempt`, if any.
@@ -56,7 +59,11 @@ package struct RunningRecord: Codable, Sendable, Hashable {
     /// unrelated group is left alone.
     ///
     /// - Returns: the records found, so their attempts can be reported to the server.
-    package static func killLeftovers(in state: StateDirectory, grace: Duration, logger: Logger) async -> [RunningRecord] {
+    package static func killLeftovers(
+        in state: StateDirectory,
+        grace: Duration,
+        logger: Logger
+    ) async -> [RunningRecord] {
         let records = loadAll(in: state, logger: logger)
         let bootID = ProcessTable.bootID()
         for record in records {

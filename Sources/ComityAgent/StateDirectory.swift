@@ -36,7 +36,11 @@ package struct StateDirectory: Sendable {
     /// Creates the folder and its subfolders (mode 700) when missing.
     package func prepare() throws {
         for directory in [path, runningPath, workPath] {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: directory,
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
         }
         chmod(path, 0o700)
     }
@@ -45,7 +49,11 @@ package struct StateDirectory: Sendable {
     package func makeWorkDirectory(attempt: Int64) throws -> String {
         let directory = workDirectory(attempt: attempt)
         if FileManager.default.fileExists(atPath: directory) { try FileManager.default.removeItem(atPath: directory) }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: directory,
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700]
+        )
         return directory
     }
 

@@ -62,7 +62,9 @@ package struct Comity: AsyncParsableCommand {
                 // --help, --version: ArgumentParser prints them to standard output.
                 exit(withError: error)
             }
-            var lines = fullMessage(for: error).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            var lines = fullMessage(for: error).split(separator: "\n", omittingEmptySubsequences: false).map(
+                String.init
+            )
             while lines.last?.isEmpty == true { lines.removeLast() }
             var first = lines.first.map { $0.hasPrefix("Error: ") ? String($0.dropFirst(7)) : $0 } ?? "\(error)"
             lines = Array(lines.dropFirst())
@@ -71,7 +73,9 @@ package struct Comity: AsyncParsableCommand {
             let choices = lines.prefix { $0.hasPrefix("  - ") }.map { $0.dropFirst(4) }
             if !choices.isEmpty {
                 let lead = "Please provide one of the following:"
-                if first.hasSuffix(lead) { first = String(first.dropLast(lead.count)).trimmingCharacters(in: .whitespaces) }
+                if first.hasSuffix(lead) {
+                    first = String(first.dropLast(lead.count)).trimmingCharacters(in: .whitespaces)
+                }
                 first += " Expected one of: " + choices.joined(separator: ", ") + "."
                 lines = Array(lines.dropFirst(choices.count))
             }

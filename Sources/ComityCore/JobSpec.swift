@@ -193,11 +193,12 @@ struct FieldReader {
         case .array(let items):
             var words: [String] = []
             for (index, item) in items.enumerated() {
-                guard case .string(let word) = item else {
-                    fail("\(field)[\(index)]", "expected a string, got \(item.typeName)")
-                    continue
+                switch item {
+                case .string(let word): words.append(word)
+                // YAML reads `[train.py, --epochs, 3]` with a number; a command word is its text.
+                case .number, .bool: words.append(Self.scalarText(item))
+                default: fail("\(field)[\(index)]", "expected a string, got \(item.typeName)")
                 }
-                words.append(word)
             }
             if items.isEmpty { fail(field, "expected at least one word (the program to run)") }
             if words.reduce(0, { $0 + $1.utf8.count }) > JobSpec.Limits.maxCommandBytes {

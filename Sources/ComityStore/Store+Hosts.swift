@@ -103,8 +103,8 @@ extension Store {
         }
     }
 
-    /// Hosts visible to the principal: all for admins, auditors and researchers (no job details), one partner's for a
-    /// partner admin, its own for an agent.
+    /// Hosts with what is allocated on them. Every human role sees the whole pool (like `sinfo`): hosts carry no
+    /// job details, only counts; `partnerID`/`hostID` narrow the list.
     package func hosts(partnerID: Int64? = nil, hostID: Int64? = nil) async throws -> [HostView] {
         let rows = try await client.query(
             """

@@ -26,8 +26,14 @@ struct HostsCommand: AsyncParsableCommand {
             var table = Table("NAME", "PARTNER", "REGION", "STATE", "CPUS", "MEMORY", "GPUS", "JOBS", "HEARTBEAT")
             for host in hosts {
                 table.append(
-                    host.name, host.partner, host.region, host.state.rawValue, host.cpuText, host.memoryText,
-                    host.gpuText, String(host.runningAttempts),
+                    host.name,
+                    host.partner,
+                    host.region,
+                    host.state.rawValue,
+                    host.cpuText,
+                    host.memoryText,
+                    host.gpuText,
+                    String(host.runningAttempts),
                     host.lastHeartbeat.map { TimeText.relative($0, now: now) } ?? "never"
                 )
             }
@@ -48,7 +54,12 @@ struct HostsCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The region the host lives in.", valueName: "name"))
         var region: String
 
-        @Option(help: ArgumentHelp("How long the token stays valid unused, e.g. 24h, 30m (default 24h).", valueName: "duration"))
+        @Option(
+            help: ArgumentHelp(
+                "How long the token stays valid unused, e.g. 24h, 30m (default 24h).",
+                valueName: "duration"
+            )
+        )
         var ttl: String?
 
         @OptionGroup(title: "Global Options")
@@ -61,7 +72,11 @@ struct HostsCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let request = CreateJoinTokenRequest(partner: partner, region: region, ttlSeconds: ttl.flatMap(Quantity.seconds))
+            let request = CreateJoinTokenRequest(
+                partner: partner,
+                region: region,
+                ttlSeconds: ttl.flatMap(Quantity.seconds)
+            )
             let created = try await global.client().createJoinToken(request)
             if global.isJSON { return try Terminal.json(created) }
             Terminal.out(

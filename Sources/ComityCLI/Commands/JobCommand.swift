@@ -9,7 +9,10 @@ struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "job",
         abstract: "Show one job: its details and recent events.",
-        discussion: "With --output json, prints the job object (its `state` is one of \(JobState.allCases.map(\.rawValue).joined(separator: ", ")))."
+        discussion: """
+            With --output json, prints the job object; its `state` is one of \
+            \(JobState.allCases.map(\.rawValue).joined(separator: ", ")).
+            """
     )
 
     /// How many of the latest events are shown.
@@ -32,7 +35,10 @@ struct JobCommand: AsyncParsableCommand {
         details.append("name", job.name)
         details.append("project", "\(job.project) (partner \(job.partner))")
         details.append("kind", job.kind.rawValue)
-        details.append("state", job.state.rawValue + (job.cancelRequested && !job.state.isTerminal ? " (cancel requested)" : ""))
+        details.append(
+            "state",
+            job.state.rawValue + (job.cancelRequested && !job.state.isTerminal ? " (cancel requested)" : "")
+        )
         details.append("reason", job.reason)
         details.append("exit code", job.exitCode.map(String.init))
         details.append("host", job.placement)
@@ -56,7 +62,12 @@ struct JobCommand: AsyncParsableCommand {
         Terminal.out("Events:")
         var table = Table("TIME", "KIND", "ATTEMPT", "MESSAGE")
         for event in recent {
-            table.append(TimeText.local(event.at), event.kind, event.attempt.map(String.init) ?? "-", event.message.oneLine)
+            table.append(
+                TimeText.local(event.at),
+                event.kind,
+                event.attempt.map(String.init) ?? "-",
+                event.message.oneLine
+            )
         }
         for line in table.render() { Terminal.out("  " + line) }
     }

@@ -31,8 +31,15 @@ struct JobsCommand: AsyncParsableCommand {
         var table = Table("ID", "NAME", "PROJECT", "STATE", "HOST", "REGION", "ATTEMPTS", "EXIT", "AGE")
         for job in jobs {
             table.append(
-                String(job.id), job.name, job.project, job.state.rawValue, job.host ?? "-", job.region ?? "-",
-                String(job.attempts), job.exitCode.map(String.init) ?? "-", TimeText.age(since: job.submittedAt, now: now)
+                String(job.id),
+                job.name,
+                job.project,
+                job.state.rawValue,
+                job.host ?? "-",
+                job.region ?? "-",
+                String(job.attempts),
+                job.exitCode.map(String.init) ?? "-",
+                TimeText.age(since: job.submittedAt, now: now)
             )
         }
         table.print(empty: "no jobs")

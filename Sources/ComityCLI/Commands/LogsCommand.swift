@@ -49,7 +49,13 @@ struct LogsCommand: AsyncParsableCommand {
             after = page.next
         } while !page.chunks.isEmpty && !page.complete
         if global.isJSON {
-            let all = LogPage(chunks: chunks, next: after, complete: page.complete, truncated: page.truncated, state: page.state)
+            let all = LogPage(
+                chunks: chunks,
+                next: after,
+                complete: page.complete,
+                truncated: page.truncated,
+                state: page.state
+            )
             return try Terminal.json(all)
         }
         chunks.forEach(write)
@@ -63,9 +69,15 @@ struct LogsCommand: AsyncParsableCommand {
         var emptyPagesOfEndedJob = 0
         while true {
             let after = next
-            let page = try await Reconnect.retrying { try await client.logs(id, after: after, waitSeconds: Self.waitSeconds) }
+            let page = try await Reconnect.retrying {
+                try await client.logs(id, after: after, waitSeconds: Self.waitSeconds)
+            }
             for chunk in page.chunks {
-                global.isJSON ? try Terminal.jsonLine(chunk) : write(chunk)
+                if global.isJSON {
+                    try Terminal.jsonLine(chunk)
+                } else {
+                    write(chunk)
+                }
             }
             next = max(next, page.next)
             if page.truncated, !notedTruncation {

@@ -8,7 +8,9 @@ extension ClientError {
         guard status == 0 else { return description.oneLine }
         let prefix = "cannot reach "
         guard message.hasPrefix(prefix) else { return message.oneLine }
-        let server = message.dropFirst(prefix.count).prefix { $0 != " " }.trimmingCharacters(in: CharacterSet(charactersIn: ":"))
+        let server = message.dropFirst(prefix.count).prefix { $0 != " " }.trimmingCharacters(
+            in: CharacterSet(charactersIn: ":")
+        )
         let text = message.lowercased()
         for (pattern, cause) in Self.commonCauses where text.contains(pattern) {
             return "cannot reach \(server): \(cause)"

@@ -22,7 +22,9 @@ extension HostView {
 
     /// The model without the vendor prefix that every row would repeat (`NVIDIA H100 80GB HBM3` → `H100 80GB HBM3`).
     static func shortModel(_ model: String) -> String {
-        for prefix in ["NVIDIA ", "Nvidia "] where model.hasPrefix(prefix) { return String(model.dropFirst(prefix.count)) }
+        for prefix in ["NVIDIA ", "Nvidia "] where model.hasPrefix(prefix) {
+            return String(model.dropFirst(prefix.count))
+        }
         return model
     }
 }

@@ -17,11 +17,15 @@ enum JobFile {
         let name = path == "-" ? "<stdin>" : path
         let data: Data
         do {
-            data = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
+            data =
+                path == "-"
+                ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw failure("cannot read job file \(name): \(error.localizedDescription)")
         }
-        guard data.count <= maxBytes else { throw failure("\(name): larger than \(maxBytes >> 20) MiB, not a job file") }
+        guard data.count <= maxBytes else {
+            throw failure("\(name): larger than \(maxBytes >> 20) MiB, not a job file")
+        }
         guard let text = String(data: data, encoding: .utf8) else { throw failure("\(name): not UTF-8 text") }
         return try parse(text, name: name)
     }
@@ -100,7 +104,9 @@ enum JobFile {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
             .composer(let context, let problem, let mark, _):
             var message = "\(name): line \(mark.line), column \(mark.column): \(problem)"
-            if let context { message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))" }
+            if let context {
+                message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"
+            }
             let snippet = mark.snippet(from: text).split(separator: "\n", omittingEmptySubsequences: false)
             return failure(message, details: snippet.map { "  " + $0 })
         case .reader(let problem, let offset, _, _):

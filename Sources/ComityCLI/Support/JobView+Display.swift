@@ -17,7 +17,9 @@ extension JobView {
         case .succeeded, .failed, .cancelled:
             var text = state.rawValue
             if let exitCode { text += " exit \(exitCode)" }
-            if let reason, state != .succeeded, reason != "exit \(exitCode.map(String.init) ?? "")" { text += ": \(reason)" }
+            if let reason, state != .succeeded, reason != "exit \(exitCode.map(String.init) ?? "")" {
+                text += ": \(reason)"
+            }
             return text
         }
     }
@@ -47,7 +49,10 @@ extension JobView {
 extension ResourceRequest {
     /// A short summary such as `8 CPUs, 64Gi memory, 2 GPUs (H100, 80Gi+ each)`.
     var summary: String {
-        var parts = ["\(Quantity.formatCPUs(cpuMillis)) CPU\(cpuMillis == 1000 ? "" : "s")", "\(Quantity.formatBytes(memoryBytes)) memory"]
+        var parts = [
+            "\(Quantity.formatCPUs(cpuMillis)) CPU\(cpuMillis == 1000 ? "" : "s")",
+            "\(Quantity.formatBytes(memoryBytes)) memory",
+        ]
         if gpus > 0 {
             var gpuText = "\(gpus) GPU\(gpus == 1 ? "" : "s")"
             let constraints = [gpuModel, gpuMemoryBytes.map { Quantity.formatBytes($0) + "+ each" }].compactMap(\.self)

@@ -35,8 +35,9 @@ enum TimeText {
         switch seconds {
         case ..<60: return "\(seconds)s"
         case ..<3_600: return "\(seconds / 60)m"
-        case ..<172_800: return seconds % 3_600 / 60 == 0 || seconds >= 36_000
-            ? "\(seconds / 3_600)h" : "\(seconds / 3_600)h\(seconds % 3_600 / 60)m"
+        case ..<172_800:
+            return seconds % 3_600 / 60 == 0 || seconds >= 36_000
+                ? "\(seconds / 3_600)h" : "\(seconds / 3_600)h\(seconds % 3_600 / 60)m"
         default: return "\(seconds / 86_400)d"
         }
     }
