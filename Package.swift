@@ -125,6 +125,19 @@ let package = Package(
             dependencies: ["ComityCLI"],
             swiftSettings: swiftSettings
         ),
+        // The benchmark driver that ops/bench runs (simulated agents, dispatch latency, scale curve).
+        .executableTarget(
+            name: "comity-bench",
+            dependencies: [
+                "ComityClient", "ComityAPI", "ComityCore", "ComityStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(name: "EmbedMigrations", swiftSettings: swiftSettings),
         .plugin(name: "MigrationsPlugin", capability: .buildTool(), dependencies: ["EmbedMigrations"]),
         .testTarget(name: "ComityCoreTests", dependencies: ["ComityCore", "ComityAPI"], swiftSettings: swiftSettings),

@@ -102,9 +102,7 @@ extension AgentService {
             let ack = try await Self.retrying("finish", logger: logger) {
                 try await client.finish(attempt: assignment.attempt, request)
             }
-            if !ack.current {
-                logger.info("finish recorded for a fenced attempt", metadata: ["attempt.state": "\(ack.state)"])
-            }
+            logger.debug("finish acknowledged", metadata: ["attempt.state": "\(ack.state)"])
         } catch {
             try failIfUnauthorized(error, server: client.server)
             logger.error(

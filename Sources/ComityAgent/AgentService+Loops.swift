@@ -39,6 +39,9 @@ extension AgentService {
                     HeartbeatRequest(attempts: registry.attempts, resources: resources)
                 )
                 resources = nil
+                if backoff.failures > 0 {
+                    logger.info("server reachable again", metadata: ["failures": "\(backoff.failures)"])
+                }
                 backoff.reset()
                 for attempt in registry.stop(response.stop, reason: .server) {
                     logger.info("server asked to stop attempt", metadata: ["attempt.id": "\(attempt)"])
@@ -48,7 +51,11 @@ extension AgentService {
                 if Task.isCancelled { return }
                 try failIfUnauthorized(error, server: session.client.server)
                 delay = min(backoff.next(), interval)
-                logger.warning("heartbeat failed", metadata: ["error": "\(error)", "retry.in": "\(delay)"])
+                logger.log(
+                    level: backoff.isWorthWarning ? .warning : .debug,
+                    "heartbeat failed",
+                    metadata: ["error": "\(error)", "retry.in": "\(delay)", "failures": "\(backoff.failures)"]
+                )
             }
             do { try await Task.sleep(for: delay) } catch { return }
         }
@@ -72,9 +79,10 @@ extension AgentService {
                 if Task.isCancelled || Task.isShuttingDownGracefully || registry.isClosed { break }
                 try failIfUnauthorized(error, server: client.server)
                 let delay = backoff.next()
-                logger.warning(
+                logger.log(
+                    level: backoff.isWorthWarning ? .warning : .debug,
                     "polling for assignments failed",
-                    metadata: ["error": "\(error)", "retry.in": "\(delay)"]
+                    metadata: ["error": "\(error)", "retry.in": "\(delay)", "failures": "\(backoff.failures)"]
                 )
                 do { try await Task.sleep(for: delay) } catch { break }
                 continue

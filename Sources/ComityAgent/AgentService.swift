@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import ComityAPI
 import ComityClient
 import ComityCore
@@ -10,7 +11,7 @@ import ServiceLifecycle
 /// Run it in a `ServiceGroup` with graceful shutdown on `SIGTERM`/`SIGINT`: on shutdown it stops polling, stops its
 /// running jobs (group `SIGTERM`, grace, `SIGKILL`), reports them as errors ("agent shutting down") so the server
 /// requeues them, and returns. A 401 from the server ends it with ``AgentError/Code/unauthorized``.
-package struct AgentService: Service {
+package struct AgentService: Service, CustomStringConvertible {
     package var configuration: AgentConfiguration
     package var logger: Logger
     /// The agent's environment, from which jobs inherit `PATH`, `HOME` and `LANG`.
@@ -26,6 +27,9 @@ package struct AgentService: Service {
         self.environment = environment
     }
 
+    /// Names the state folder only: the environment and the join token stay out of logs.
+    package var description: String { "AgentService(stateDirectory: \(configuration.stateDirectory.path))" }
+
     /// What the agent works with once it is set up.
     struct Session: Sendable {
         var client: ComityClient
@@ -36,9 +40,15 @@ package struct AgentService: Service {
 
     package func run() async throws {
         try configuration.validate()
+        try await HTTPClient.withHTTPClient(configuration: Self.httpConfiguration) { http in
+            try await run(http: http)
+        }
+    }
+
+    private func run(http: HTTPClient) async throws {
         let session: Session
         do {
-            session = try await cancelWhenGracefulShutdown { try await self.setUp() }
+            session = try await cancelWhenGracefulShutdown { try await self.setUp(http: http) }
         } catch is CancellationError where Task.isShuttingDownGracefully {
             logger.info("agent stopped before it was set up")
             return
@@ -54,7 +64,7 @@ package struct AgentService: Service {
     }
 
     /// Prepares the state folder, kills what a previous agent left running, takes inventory and enrolls if needed.
-    func setUp() async throws -> Session {
+    func setUp(http: HTTPClient = .shared) async throws -> Session {
         let state = configuration.stateDirectory
         do {
             try state.prepare()
@@ -81,7 +91,7 @@ package struct AgentService: Service {
             }
             credential = saved
         } else {
-            credential = try await enroll(resources: resources)
+            credential = try await enroll(resources: resources, http: http)
         }
         let server = configuration.server ?? credential.server
         if server != credential.server {
@@ -91,7 +101,7 @@ package struct AgentService: Service {
             )
         }
         return Session(
-            client: ComityClient(server: server, token: credential.token),
+            client: ComityClient(server: server, token: credential.token, http: http),
             credential: credential,
             resources: resources,
             leftovers: leftovers
@@ -129,7 +139,7 @@ package struct AgentService: Service {
     }
 
     /// Enrolls with the join token (retrying while the server is unreachable) and saves the credential.
-    func enroll(resources: HostResources) async throws -> Credential {
+    func enroll(resources: HostResources, http: HTTPClient) async throws -> Credential {
         try checkCanEnroll()
         let path = configuration.stateDirectory.credentialPath
         let joinToken = configuration.joinToken ?? ""
@@ -141,15 +151,14 @@ package struct AgentService: Service {
             labels: configuration.labels,
             agentVersion: AgentConfiguration.version
         )
-        let client = ComityClient(server: server, token: nil)
+        let client = ComityClient(server: server, token: nil, http: http)
         let response: EnrollResponse
         do {
             response = try await Self.retrying("enroll", logger: logger) { try await client.enroll(request) }
         } catch let error as ClientError {
             throw AgentError(
                 .enrollment,
-                "enrollment with \(server) failed (HTTP \(error.status)): \(error); "
-                    + "ask a partner admin for a new join token if it was used or expired"
+                "enrollment with \(server) failed (HTTP \(error.status)): \(error)"
             )
         }
         let credential = Credential(server: server, enrollment: response, enrolledAt: Date())
@@ -217,9 +226,10 @@ package struct AgentService: Service {
                     throw error
                 }
                 let delay = backoff.next()
-                logger.warning(
+                logger.log(
+                    level: backoff.isWorthWarning ? .warning : .debug,
                     "server call failed; retrying",
-                    metadata: ["call": "\(call)", "error": "\(error)", "retry.in": "\(delay)"]
+                    metadata: ["call": "\(call)", "error": "\(error)", "retry.in": "\(delay)", "failures": "\(tries)"]
                 )
                 try await Task.sleep(for: delay)
             }

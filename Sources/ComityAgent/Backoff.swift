@@ -18,4 +18,11 @@ package struct Backoff: Sendable {
 
     /// Starts over after a success.
     package mutating func reset() { attempt = 0 }
+
+    /// Failures since the last success (delays handed out since ``reset()``).
+    package var failures: Int { attempt }
+
+    /// Whether the latest failure deserves a warning: the first of a streak and every 20th, so that an outage is
+    /// visible without a line per retry (the others are logged at debug level).
+    package var isWorthWarning: Bool { attempt == 1 || attempt % 20 == 0 }
 }

@@ -47,7 +47,7 @@ package struct Credential: Codable, Sendable, Hashable, CustomStringConvertible 
     /// Writes the credential atomically with mode 600.
     package func save(to path: String) throws {
         let encoder = WireJSON.encoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         try StateDirectory.writePrivately(try encoder.encode(self), to: path)
     }
 }

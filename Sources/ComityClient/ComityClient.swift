@@ -22,9 +22,9 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        var text = message
-        if !fields.isEmpty { text += ": " + fields.map(\.description).joined(separator: "; ") }
-        return text
+        // Servers usually name the fields in the message already; add only those it left out.
+        let missing = fields.map(\.description).filter { !message.contains($0) }
+        return missing.isEmpty ? message : message + ": " + missing.joined(separator: "; ")
     }
 }
 

@@ -91,7 +91,7 @@ extension JobSpec {
                 } else {
                     reader.fail("max_runtime", "expected a duration like \"12h\" or \"30m\" up to 30d, got \"\(text)\"")
                 }
-            case .number(let number) where number >= 1 && number.rounded() == number && Int64(number) <= Limits.maxRuntimeSeconds:
+            case .number(let number) where number >= 1 && number.rounded() == number && number <= Double(Limits.maxRuntimeSeconds):
                 maxRuntime = Int64(number)
             default:
                 reader.fail("max_runtime", "expected a duration like \"12h\" or \"30m\" up to 30d, got \(value.typeName)")
@@ -187,6 +187,10 @@ struct FieldReader {
         case .string(let line):
             guard !line.trimmingSpaces.isEmpty else {
                 fail(field, "expected a non-empty command")
+                return nil
+            }
+            guard line.utf8.count <= JobSpec.Limits.maxCommandBytes else {
+                fail(field, "expected at most \(JobSpec.Limits.maxCommandBytes) bytes in total")
                 return nil
             }
             return ["/bin/sh", "-c", line]
@@ -291,12 +295,12 @@ struct FieldReader {
         var resources = base
         switch object["cpus"] {
         case nil, .null: break
-        case .number(let cpus) where cpus > 0 && cpus <= 4096:
+        case .number(let cpus) where cpus >= 0.001 && cpus <= 4096:
             resources.cpuMillis = Int((cpus * 1000).rounded())
-        case .string(let text) where Double(text).map { $0 > 0 && $0 <= 4096 } ?? false:
+        case .string(let text) where Double(text).map { $0 >= 0.001 && $0 <= 4096 } ?? false:
             resources.cpuMillis = Int((Double(text)! * 1000).rounded())
         case let other?:
-            fail("cpus", "expected a number of CPUs greater than 0 (e.g. 8 or 0.5), got \(Self.describe(other))")
+            fail("cpus", "expected a number of CPUs from 0.001 to 4096 (e.g. 8 or 0.5), got \(Self.describe(other))")
         }
         if let bytes = size("memory", required: false) {
             if bytes == 0 { fail("memory", "expected more than 0 bytes") } else { resources.memoryBytes = bytes }
@@ -325,7 +329,7 @@ struct FieldReader {
             if let bytes = Quantity.bytes(text) { return bytes }
             fail(field, "expected a size like \"64Gi\", \"512Mi\" or \"80G\", got \"\(text)\"")
             return nil
-        case .number(let number) where number >= 0 && number.rounded() == number:
+        case .number(let number) where number >= 0 && number.rounded() == number && number < 9e18:
             return Int64(number)
         case let other?:
             fail(field, "expected a size like \"64Gi\", \"512Mi\" or \"80G\", got \(Self.describe(other))")

@@ -79,8 +79,9 @@ public enum Placer {
         var best: (index: Int, gpus: [Int], score: (Int, Int64, Int64))?
         for (index, host) in hosts.enumerated() {
             guard let gpus = fit(request, on: host) else { continue }
-            // Lower is better: spare GPUs left idle on the host, then CPU and memory left over.
-            let spareGPUs = request.gpus == 0 ? host.totalGPUs : host.freeGPUs.count - request.gpus
+            // Lower is better: matching GPUs left free beside the job (a CPU job counts all the host's GPUs, so it
+            // goes to hosts without GPUs first), then CPU and memory left over.
+            let spareGPUs = request.gpus == 0 ? host.totalGPUs : host.freeGPUs.filter(request.accepts).count - request.gpus
             let score = (spareGPUs, Int64(host.freeCPUMillis - request.cpuMillis), host.freeMemoryBytes - request.memoryBytes)
             if best == nil || score < best!.score { best = (index, gpus, score) }
         }

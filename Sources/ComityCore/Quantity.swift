@@ -45,7 +45,10 @@ public enum Quantity {
             case "d": unit = 86_400
             default: return nil
             }
-            total += amount * unit
+            let (part, overflowA) = amount.multipliedReportingOverflow(by: unit)
+            let (sum, overflowB) = total.addingReportingOverflow(part)
+            guard !overflowA, !overflowB else { return nil }
+            total = sum
             digits = ""
             sawUnit = true
         }
@@ -53,7 +56,8 @@ public enum Quantity {
         return total
     }
 
-    /// Formats a byte count in the largest binary unit that keeps it whole, e.g. `64Gi`.
+    /// Formats a byte count in the largest binary unit that keeps it whole (`64Gi`); a size that no unit divides is
+    /// shown in the largest unit with one decimal (`4.0Ki` for 4095), for people, not for parsing back.
     public static func formatBytes(_ bytes: Int64) -> String {
         for (suffix, factor) in binary.reversed() where bytes >= factor && bytes % factor == 0 {
             return "\(bytes / factor)\(suffix)"

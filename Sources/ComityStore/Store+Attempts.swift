@@ -47,7 +47,7 @@ extension Store {
                     where id = (select job_id from a) returning id
                 )
                 insert into job_events (job_id, attempt_id, kind, message)
-                select id, \(attempt), 'running', 'attempt \(unescaped: String(attempt)) started' from j
+                select id, \(attempt), 'running', 'started by the agent' from j
                 returning job_id
                 """, logger: logger
             ).decode(Int64.self).collect()
@@ -151,7 +151,7 @@ extension Store {
                 update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason)
                 where id = \(attempt)
                 """, logger: logger)
-            var message = "attempt \(attempt) \(ended.rawValue): \(reason)"
+            var message = reason
             if isCurrent, let current = JobState(rawValue: jobState) {
                 let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
                 let effective: JobEvent = cancelRequested && event != .exited(code: 0) ? .cancelled : event

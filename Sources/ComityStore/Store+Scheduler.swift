@@ -97,7 +97,7 @@ extension Store {
                 from a where j.id = a.job_id
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
-                select a.job_id, a.id, 'assigned', 'attempt ' || a.number || ' assigned to ' || h.name || ' (' || h.region || ')'
+                select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ')'
                 from a join hosts h on h.id = a.host_id
             ), woken as (
                 select distinct host_id from a
@@ -137,7 +137,7 @@ extension Store {
             var messages: [String] = []
             for (attempt, job, state, isCurrent, attempts, retries, cancelRequested) in expired {
                 attemptIDs.append(attempt)
-                var message = "attempt \(attempt) lost: lease expired"
+                var message = "lease expired: the agent stopped renewing it"
                 if isCurrent, let current = JobState(rawValue: state) {
                     let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
                     if let next = transition.next(on: cancelRequested ? .cancelled : .attemptLost) {
@@ -148,6 +148,14 @@ extension Store {
                 }
                 messages.append(message)
             }
+            // An agent that let a lease run out while its heartbeats also stopped is gone: take its host out of
+            // placement now rather than after the host timeout, so the requeued job does not land there again.
+            try await connection.query(
+                """
+                update hosts set state = 'down'
+                where state = 'active' and id in (select host_id from attempts where id = any(\(attemptIDs)::bigint[]))
+                  and last_heartbeat < now() - make_interval(secs => \(Double(2 * configuration.heartbeatSeconds)))
+                """, logger: logger)
             try await connection.query(
                 """
                 with lost as (

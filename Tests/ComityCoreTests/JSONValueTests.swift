@@ -31,7 +31,10 @@ struct JSONValueTests {
             ("\"1\"", .string("1")),
             ("[]", .array([])),
             ("{}", .object([:])),
-            ("[1, \"a\", null, true, [], {}]", .array([.number(1), .string("a"), .null, .bool(true), .array([]), .object([:])])),
+            (
+                "[1, \"a\", null, true, [], {}]",
+                .array([.number(1), .string("a"), .null, .bool(true), .array([]), .object([:])])
+            ),
             ("{\"a\": null}", .object(["a": .null])),
             (
                 "{\"a\": {\"b\": [1, {\"c\": false}]}, \"d\": \"e\"}",

@@ -45,7 +45,10 @@ struct JobTransitionTests {
     }
 
     /// (attemptsUsed, retries, whether another attempt may start).
-    static let budgets: [(Int, Int, Bool)] = [(1, 0, false), (1, 1, true), (2, 1, false), (1, 2, true), (2, 2, true), (3, 2, false), (21, 20, false), (20, 20, true)]
+    static let budgets: [(Int, Int, Bool)] = [
+        (1, 0, false), (1, 1, true), (2, 1, false), (1, 2, true), (2, 2, true), (3, 2, false), (21, 20, false),
+        (20, 20, true),
+    ]
 
     @Test("every state × event × retry budget", arguments: JobState.allCases, allEvents)
     func table(state: JobState, event: JobEvent) {
@@ -79,9 +82,15 @@ struct JobTransitionTests {
     @Test(
         "scripted lives of a job",
         arguments: [
-            ("happy path", 0, [JobEvent.assigned, .started, .exited(code: 0)], [JobState.assigned, .running, .succeeded]),
+            (
+                "happy path", 0, [JobEvent.assigned, .started, .exited(code: 0)],
+                [JobState.assigned, .running, .succeeded]
+            ),
             ("exit before start report", 0, [.assigned, .exited(code: 0)], [.assigned, .succeeded]),
-            ("non-zero exit fails even with retries left", 5, [.assigned, .started, .exited(code: 3)], [.assigned, .running, .failed]),
+            (
+                "non-zero exit fails even with retries left", 5, [.assigned, .started, .exited(code: 3)],
+                [.assigned, .running, .failed]
+            ),
             ("killed by a signal", 5, [.assigned, .started, .exited(code: -9)], [.assigned, .running, .failed]),
             (
                 "lost twice with 2 retries, then succeeds", 2,
@@ -118,7 +127,8 @@ struct JobTransitionTests {
     @Test(
         "events that are not allowed are refused",
         arguments: [
-            (JobState.queued, JobEvent.started), (.queued, .exited(code: 0)), (.queued, .errored), (.queued, .attemptLost),
+            (JobState.queued, JobEvent.started), (.queued, .exited(code: 0)), (.queued, .errored),
+            (.queued, .attemptLost),
             (.assigned, .assigned), (.running, .assigned), (.running, .started),
             (.succeeded, .cancelled), (.failed, .assigned), (.cancelled, .assigned), (.succeeded, .exited(code: 0)),
         ]

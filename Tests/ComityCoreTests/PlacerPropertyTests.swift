@@ -99,9 +99,11 @@ struct PlacerPropertyTests {
             let order = try placements.map { try #require(jobIndex[$0.jobID], "\(context): unknown job \($0.jobID)") }
             #expect(order == order.sorted(), "\(context): placements out of job order")
 
-            var tracked = Dictionary(uniqueKeysWithValues: pool.map {
-                ($0.id, Tracked(cpu: $0.freeCPUMillis, memory: $0.freeMemoryBytes, free: $0.freeGPUs))
-            })
+            var tracked = Dictionary(
+                uniqueKeysWithValues: pool.map {
+                    ($0.id, Tracked(cpu: $0.freeCPUMillis, memory: $0.freeMemoryBytes, free: $0.freeGPUs))
+                }
+            )
             var usedGPUs: [Int64: Set<Int>] = [:]
             let byJob = Dictionary(uniqueKeysWithValues: placements.map { ($0.jobID, $0) })
             for job in jobs {
@@ -129,7 +131,10 @@ struct PlacerPropertyTests {
                 }
                 // Documented best-fit rule: a CPU-only job goes to a host without GPUs when one fits.
                 if r.gpus == 0, pool.contains(where: { $0.totalGPUs == 0 && tracked[$0.id]!.fits(r) }) {
-                    #expect(pool.first { $0.id == placement.hostID }!.totalGPUs == 0, "\(context): CPU job on a GPU host")
+                    #expect(
+                        pool.first { $0.id == placement.hostID }!.totalGPUs == 0,
+                        "\(context): CPU job on a GPU host"
+                    )
                 }
                 host.cpu -= r.cpuMillis
                 host.memory -= r.memoryBytes

@@ -140,6 +140,29 @@ struct SchedulingTests {
         }
     }
 
+    @Test("a host whose agent went silent is taken out of placement when its lease expires")
+    func silentHostGoesDown() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let seed = try await TestDatabase.seeded(client)
+            let dead = try await seed.enroll("dead", cpus: 64)
+            let job = try await seed.submit("retry-me", retries: 1)
+            _ = try await seed.store.schedulingPass()
+            #expect(try await seed.state(job).host == "dead")
+            let alive = try await seed.enroll("alive", cpus: 2)
+            try await client.query(
+                "update attempts set lease_expires_at = now() - interval '1 second' where host_id = \(dead.host)", logger: logger)
+            try await client.query("update hosts set last_heartbeat = now() - interval '1 minute' where id = \(dead.host)", logger: logger)
+            try await seed.store.reap()
+            #expect(try await seed.store.hosts(hostID: dead.host).first?.state == .down)
+            _ = try await seed.store.schedulingPass()
+            #expect(try await seed.state(job).host == "alive", "the requeued job must not go back to the silent host")
+            // Its next heartbeat brings the host back.
+            _ = try await seed.store.heartbeat(host: dead.host, HeartbeatRequest(attempts: []))
+            #expect(try await seed.store.hosts(hostID: dead.host).first?.state == .active)
+            _ = alive
+        }
+    }
+
     @Test("without retries left, a lost attempt fails the job")
     func lostWithoutRetriesFails() async throws {
         try await TestDatabase.withDatabase { client, _ in

@@ -1,0 +1,469 @@
+import ArgumentParser
+import ComityAPI
+import ComityCore
+import ComityStore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// `comity-bench scale`: the scheduling pass's cost against queue depth and pool size, straight on the database.
+struct ScaleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scale",
+        abstract: "Scheduling pass time against queue depth × hosts, on a database filled directly (server stopped).",
+        discussion: """
+            Applies the migrations, fills the database with set-based inserts (hosts with a fresh heartbeat and their \
+            GPUs; queued jobs whose spec is exactly what Store.submit writes: 90% 1 CPU/1Gi, 5% 1×H100, 5% \
+            2×A100 40Gi), grows the queue in ascending order, and for each queued × hosts size runs \
+            Store.schedulingPass() --repeats times after one warm-up pass (median reported; a size whose pass \
+            takes over 3 s is measured twice, the warm-up counted), with only that many hosts active (the others draining). Between passes the attempts are deleted, their jobs requeued and \
+            the tables vacuumed, so every pass sees the same queue and free capacity. Also times the parts of one \
+            pass separately (queue head, usage, hosts, placer) and, with --plans, writes EXPLAIN (ANALYZE, BUFFERS) \
+            of the hot queries at the largest size.
+
+            Leaves the database with the largest queue requeued and every host active with a fresh heartbeat, ready \
+            for a server to be started on it.
+            """
+    )
+
+    @Option(help: "PostgreSQL URL of a database for this phase (its tables are filled and changed).")
+    var databaseURL: String
+
+    @Option(help: "Queue depths, ascending.")
+    var queued: String = "1000,10000,100000,1000000"
+
+    @Option(help: "Active host counts.")
+    var hosts: String = "100,1000,10000"
+
+    @Option(help: "Measured passes per size (the median is reported).")
+    var repeats: Int = 3
+
+    @Option(help: "Stop growing the queue once this many seconds have passed (the sizes left out are named in notes).")
+    var budget: Int = 480
+
+    @Option(help: "Write EXPLAIN (ANALYZE, BUFFERS) of the hot queries at the largest size to this file.")
+    var plans: String?
+
+    @Option(help: "Write the results here (JSON) instead of standard output.")
+    var out: String?
+
+    /// A pass slower than this is measured fewer times (see the notes), so that the phase fits its budget.
+    static let slowPassMs = 3_000.0
+
+    func run() async throws {
+        let logger = BenchLogging.logger("comity.bench.scale")
+        let queueSizes = try parseIntegerList(queued, option: "--queued").sorted()
+        let hostCounts = try parseIntegerList(hosts, option: "--hosts").sorted()
+        let url = try DatabaseURL(databaseURL)
+        let began = Ticks.now()
+        let budget = self.budget
+        let repeats = self.repeats
+        let plans = self.plans
+        var results = try await PostgresClient.with(try url.clientConfiguration(maxConnections: 4), logger: logger) { client in
+            var results = Results()
+            try await Migrator(logger: logger).migrate(client)
+            let db = ScaleDatabase(client: client, logger: logger)
+            let ids = try await db.federation()
+            try await db.ensureHosts(hostCounts.last!)
+            let store = Store(client: client, logger: logger)
+
+            var passMs: [String: JSONValue] = [:]
+            var passMin: [String: JSONValue] = [:]
+            var passMax: [String: JSONValue] = [:]
+            var placed: [String: JSONValue] = [:]
+            var examined: [String: JSONValue] = [:]
+            var rates: [String: JSONValue] = [:]
+            var breakdowns: [String: JSONValue] = [:]
+            var lastKey = ""
+            var current = try await db.queuedCount()
+            var insertRate = 30_000.0  // rows per second, until measured
+            var lastSizeSeconds = 0.0
+            for size in queueSizes {
+                let elapsed = Ticks.seconds(from: began, to: Ticks.now())
+                let estimate = lastSizeSeconds * 1.2 + Double(max(0, size - current)) / insertRate
+                if elapsed + estimate > Double(budget) {
+                    results.note(
+                        "scale: left out \(size) queued jobs and larger: the phase would run past its budget of \(budget) s (at \(Int(elapsed)) s, about \(Int(estimate)) s more)")
+                    break
+                }
+                if size > current {
+                    let t = Ticks.now()
+                    try await db.addJobs(from: current, to: size, ids: ids)
+                    let seconds = Ticks.seconds(from: t, to: Ticks.now())
+                    insertRate = Double(size - current) / max(seconds, 0.001)
+                    say("scale: queue at \(size) jobs (inserted \(size - current) in \(String(format: "%.1f", seconds)) s)")
+                    current = size
+                }
+                let sizeStart = Ticks.now()
+                for hostCount in hostCounts {
+                    let key = "\(size)x\(hostCount)"
+                    try await db.activate(hostCount)
+                    try await db.requeue()
+                    // A warm-up pass, not counted, unless passes are so slow (seconds) that caches do not matter.
+                    let warmStart = Ticks.now()
+                    var result = try await store.schedulingPass()
+                    let warmMs = Ticks.signedMilliseconds(from: warmStart, to: Ticks.now())
+                    var times: [Double] = []
+                    var runs = repeats
+                    if warmMs > Self.slowPassMs {
+                        times.append(warmMs)
+                        runs = 1
+                        results.note("scale: \(key) measured twice (the warm-up pass counted): one pass takes \(Int(warmMs / 1000)) s")
+                    }
+                    for _ in 0..<runs {
+                        try await db.requeue()
+                        try await db.refreshHeartbeats()
+                        let t = Ticks.now()
+                        result = try await store.schedulingPass()
+                        times.append(Ticks.signedMilliseconds(from: t, to: Ticks.now()))
+                    }
+                    try await db.requeue()
+                    try await db.refreshHeartbeats()
+                    let p = Percentiles(times)
+                    let median = times.count == 2 ? (times[0] + times[1]) / 2 : p.median
+                    let breakdown = try await db.breakdown(headLimit: store.configuration.passHeadLimit, runPlacer: median < Self.slowPassMs)
+                    passMs[key] = .number(round1(median))
+                    passMin[key] = .number(round1(p.sorted.first!))
+                    passMax[key] = .number(round1(p.max))
+                    placed[key] = .number(Double(result.placed))
+                    examined[key] = .number(Double(result.examined))
+                    let rate = Double(result.placed) / (median / 1000)
+                    rates[key] = .number(rate.rounded())
+                    var parts = breakdown.mapValues { JSONValue.number(round1($0)) }
+                    let rest = max(0, median - breakdown.values.reduce(0, +))
+                    parts[breakdown["placer"] == nil ? "placer_write_and_commit" : "write_and_commit"] = .number(round1(rest))
+                    breakdowns[key] = .object(parts)
+                    lastKey = key
+                    say(
+                        "scale: \(key): pass \(String(format: "%.1f", median)) ms (min \(String(format: "%.1f", p.sorted.first!)), max \(String(format: "%.1f", p.max))), examined \(result.examined), hosts \(result.hosts), placed \(result.placed), \(Int(rate)) placements/s; "
+                            + parts.sorted { $0.key < $1.key }.map { "\($0.key) \(numberText($0.value))" }.joined(separator: ", "))
+                }
+                lastSizeSeconds = Ticks.seconds(from: sizeStart, to: Ticks.now())
+            }
+            results["pass_ms"] = .object(passMs)
+            results["pass_ms_min"] = .object(passMin)
+            results["pass_ms_max"] = .object(passMax)
+            results["pass_placed"] = .object(placed)
+            results["pass_examined"] = .object(examined)
+            results["pass_placements_per_s"] = .object(rates)
+            results["pass_breakdown_ms"] = .object(breakdowns)
+            let headline = rates["100000x10000"] != nil ? "100000x10000" : lastKey
+            if case .number(let rate)? = rates[headline] {
+                results.set("placements_per_s_in_pass", rate, digits: 0)
+                results.set("placements_per_s_in_pass_at", headline)
+            }
+            if let plans, !lastKey.isEmpty {
+                let text = try await db.explainHotQueries(store: store, label: lastKey)
+                try text.write(toFile: plans, atomically: true, encoding: .utf8)
+                say("scale: query plans at \(lastKey) written to \(plans)")
+            }
+            // Ready for a server: the whole pool active, the largest queue requeued.
+            try await db.activate(hostCounts.last!)
+            try await db.requeue()
+            return results
+        }
+        results.set("scale_seconds", Ticks.seconds(from: began, to: Ticks.now()), digits: 1)
+        try results.write(to: out)
+    }
+}
+
+func round1(_ value: Double) -> Double { (value * 10).rounded() / 10 }
+
+func numberText(_ value: JSONValue) -> String {
+    if case .number(let number) = value { return String(format: "%.1f", number) }
+    return "?"
+}
+
+/// The scale phase's direct SQL.
+struct ScaleDatabase {
+    let client: PostgresClient
+    let logger: Logger
+
+    struct IDs {
+        var project: Int64
+        var partner: Int64
+        var principal: Int64
+    }
+
+    /// Jurisdictions, regions, partners, the project and a researcher principal (not an admin: a server started on
+    /// this database later creates its own first admin and writes its token).
+    func federation() async throws -> IDs {
+        try await client.query(
+            """
+            insert into jurisdictions (code, parent) values ('EU', null), ('DE', 'EU'), ('FR', 'EU'), ('KE', null), ('IN', null)
+            on conflict do nothing
+            """, logger: logger)
+        try await client.query(
+            """
+            insert into regions (name, jurisdiction) values ('eu-de-1', 'DE'), ('eu-fr-1', 'FR'), ('ke-nbo-1', 'KE'), ('in-blr-1', 'IN')
+            on conflict do nothing
+            """, logger: logger)
+        try await client.query(
+            """
+            insert into partners (name, jurisdiction) values ('tum', 'DE'), ('inria', 'FR'), ('uon', 'KE'), ('iisc', 'IN')
+            on conflict do nothing
+            """, logger: logger)
+        try await client.query(
+            """
+            insert into projects (name, partner_id) select 'bench', id from partners where name = 'tum'
+            on conflict do nothing
+            """, logger: logger)
+        let (project, partner) = try await client.query("select id, partner_id from projects where name = 'bench'", logger: logger)
+            .decode((Int64, Int64).self).collect().first!
+        var principal = try await client.query(
+            "select id from principals where name = 'bench-scale' order by id limit 1", logger: logger
+        ).decode(Int64.self).collect().first
+        if principal == nil {
+            principal = try await client.query(
+                """
+                insert into principals (name, role, partner_id, project_id) values ('bench-scale', 'researcher', null, \(project))
+                returning id
+                """, logger: logger
+            ).decode(Int64.self).collect().first
+        }
+        return IDs(project: project, partner: partner, principal: principal!)
+    }
+
+    /// Hosts numbered 0..<count (1/4 8×H100 80Gi, 1/4 4×A100 40Gi, 1/2 CPU-only, spread over the regions), as
+    /// `Store.enroll` writes them; all start draining.
+    func ensureHosts(_ count: Int) async throws {
+        let existing = try await client.query("select count(*) from hosts where name like 'scale-%'", logger: logger)
+            .decode(Int64.self).collect().first ?? 0
+        guard existing < count else { return }
+        try await client.query(
+            """
+            insert into hosts (name, partner_id, region, state, cpu_millis, memory_bytes, gpus, agent_version, last_heartbeat)
+            select 'scale-' || lpad(i::text, 6, '0'), p.id, s.region, 'draining',
+                   case i % 4 when 0 then 128000 else 64000 end,
+                   case i % 4 when 0 then 1024::bigint << 30 when 1 then 512::bigint << 30 else 256::bigint << 30 end,
+                   case i % 4
+                     when 0 then (select jsonb_agg(jsonb_build_object('index', g, 'uuid', 'GPU-scale-' || i || '-' || g,
+                                    'model', 'NVIDIA H100 80GB HBM3', 'memory_bytes', 80::bigint << 30) order by g)
+                                  from generate_series(0, 7) g)
+                     when 1 then (select jsonb_agg(jsonb_build_object('index', g, 'uuid', 'GPU-scale-' || i || '-' || g,
+                                    'model', 'NVIDIA A100-SXM4-40GB', 'memory_bytes', 40::bigint << 30) order by g)
+                                  from generate_series(0, 3) g)
+                     else '[]'::jsonb
+                   end,
+                   'comity-bench', now()
+            from generate_series(\(existing), \(Int64(count - 1))) i
+            join (values (0, 'eu-de-1', 'tum'), (1, 'eu-fr-1', 'inria'), (2, 'ke-nbo-1', 'uon'), (3, 'in-blr-1', 'iisc'))
+                 as s(k, region, partner) on s.k = (i / 4) % 4
+            join partners p on p.name = s.partner
+            order by i
+            """, logger: logger)
+        try await client.query("vacuum analyze hosts", logger: logger)
+    }
+
+    func queuedCount() async throws -> Int {
+        Int(try await client.query("select count(*) from jobs", logger: logger).decode(Int64.self).collect().first ?? 0)
+    }
+
+    /// The three job specs of the mix, encoded exactly as `Store.submit` encodes a validated spec.
+    static func specDocuments() throws -> [String] {
+        let gib: Int64 = 1 << 30
+        let specs = [
+            JobSpec(name: "scale-cpu", project: "bench", command: ["true"], resources: ResourceRequest(cpuMillis: 1000, memoryBytes: gib)),
+            JobSpec(
+                name: "scale-h100", project: "bench", command: ["true"],
+                resources: ResourceRequest(cpuMillis: 8000, memoryBytes: 64 * gib, gpus: 1, gpuModel: "H100")),
+            JobSpec(
+                name: "scale-a100", project: "bench", command: ["true"],
+                resources: ResourceRequest(cpuMillis: 8000, memoryBytes: 64 * gib, gpus: 2, gpuModel: "A100", gpuMemoryBytes: 40 * gib)),
+        ]
+        let encoder = WireJSON.encoder()
+        return try specs.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
+    }
+
+    /// Appends queued jobs numbered `from..<to` (job i: i % 20 == 0 H100, == 10 A100, else CPU), in batches.
+    func addJobs(from: Int, to: Int, ids: IDs) async throws {
+        let documents = try Self.specDocuments()
+        let kinds: [Int32] = [0, 1, 2]
+        var low = from
+        while low < to {
+            let high = min(to, low + 100_000)
+            try await client.query(
+                """
+                with s as (
+                    select k, doc::jsonb as d from unnest(\(kinds)::int[], \(documents)::text[]) as t(k, doc)
+                )
+                insert into jobs (project_id, partner_id, submitted_by, name, kind, spec, priority, cpu_millis, memory_bytes,
+                                  gpus, gpu_model, gpu_memory_bytes, retries)
+                select \(ids.project), \(ids.partner), \(ids.principal), d->>'name', d->>'kind', d, (d->>'priority')::int,
+                       (d->'resources'->>'cpu_millis')::int, (d->'resources'->>'memory_bytes')::bigint,
+                       (d->'resources'->>'gpus')::int, d->'resources'->>'gpu_model',
+                       (d->'resources'->>'gpu_memory_bytes')::bigint, (d->>'retries')::int
+                from generate_series(\(Int64(low)), \(Int64(high - 1))) i
+                join s on s.k = case i % 20 when 0 then 1 when 10 then 2 else 0 end
+                order by i
+                """, logger: logger)
+            low = high
+        }
+        try await client.query("vacuum analyze jobs", logger: logger)
+    }
+
+    /// The first `count` hosts (by id) active with a fresh heartbeat, the rest draining.
+    func activate(_ count: Int) async throws {
+        try await client.query(
+            """
+            update hosts set state = case when id in (select id from hosts order by id limit \(Int64(count))) then 'active' else 'draining' end,
+                last_heartbeat = now()
+            """, logger: logger)
+        try await client.query("vacuum analyze hosts", logger: logger)
+    }
+
+    /// Keeps active hosts' heartbeats fresh (the pass ignores hosts silent for 30 s).
+    func refreshHeartbeats() async throws {
+        try await client.query(
+            "update hosts set last_heartbeat = now() where state = 'active' and last_heartbeat < now() - interval '10 seconds'",
+            logger: logger)
+    }
+
+    /// Undoes what passes did: attempts and their events deleted, their jobs queued again; then vacuums.
+    func requeue() async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query(
+                "update jobs set state = 'queued', current_attempt = null, attempts = 0 where state <> 'queued'", logger: logger)
+            try await connection.query("delete from job_events", logger: logger)
+            try await connection.query("delete from attempts", logger: logger)
+        }
+        try await client.query("vacuum jobs, attempts, job_events, hosts", logger: logger)
+    }
+
+    // MARK: Where a pass spends its time
+
+    static let headQuery = """
+        select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
+        where state = 'queued' order by priority desc, id limit 2000
+        for update skip locked
+        """
+    static let usageQuery = """
+        select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
+        from attempts where state in ('assigned', 'running') group by host_id
+        """
+    static let hostsQuery = """
+        select id, cpu_millis, memory_bytes, gpus::text from hosts
+        where state = 'active' and last_heartbeat > now() - make_interval(secs => 30.0)
+        """
+
+    /// Times the parts of a pass the way `Store.schedulingPass` runs them (same queries, same decoding, the same
+    /// `Placer`), in a transaction that is rolled back: head select, usage aggregation, hosts (with GPU JSON
+    /// decoding), placer. What the full pass takes beyond these is the write and the commit.
+    func breakdown(headLimit: Int, runPlacer: Bool) async throws -> [String: Double] {
+        try await client.withConnection { connection in
+            try await connection.query("begin", logger: logger)
+            var times: [String: Double] = [:]
+            var t = Ticks.now()
+            var pending: [PendingJob] = []
+            for try await (id, cpu, memory, gpus, model, gpuMemory, priority) in try await connection.query(
+                """
+                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
+                where state = 'queued' order by priority desc, id limit \(Int64(headLimit))
+                for update skip locked
+                """, logger: logger
+            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32).self) {
+                pending.append(
+                    PendingJob(
+                        id: id,
+                        resources: ResourceRequest(
+                            cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
+                        priority: Int(priority)))
+            }
+            times["head_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+            t = Ticks.now()
+            var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
+            for try await (host, cpu, memory, gpus) in try await connection.query(PostgresQuery(unsafeSQL: Self.usageQuery), logger: logger)
+                .decode((Int64, Int64, Int64, String?).self)
+            {
+                used[host] = (Int(cpu), memory, Set((gpus ?? "").split(separator: ",").compactMap { Int($0) }))
+            }
+            times["usage_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+            t = Ticks.now()
+            var rows: [(Int64, Int32, Int64, String)] = []
+            for try await row in try await connection.query(PostgresQuery(unsafeSQL: Self.hostsQuery), logger: logger)
+                .decode((Int64, Int32, Int64, String).self)
+            {
+                rows.append(row)
+            }
+            times["hosts_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+            t = Ticks.now()
+            let decoder = WireJSON.decoder()
+            var hosts: [HostAvailability] = []
+            for (id, cpu, memory, gpusText) in rows {
+                let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
+                let usage = used[id] ?? (0, 0, [])
+                hosts.append(
+                    HostAvailability(
+                        id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
+                        freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count))
+            }
+            times["hosts_gpu_json_decode"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+            if runPlacer {
+                t = Ticks.now()
+                let placements = Placer.place(pending, on: hosts)
+                times["placer"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+                _ = placements.count
+            }
+            try await connection.query("rollback", logger: logger)
+            return times
+        }
+    }
+
+    // MARK: Plans
+
+    /// EXPLAIN (ANALYZE, BUFFERS) of the pass's queue-head select, its usage aggregation and host select, and the
+    /// agents' assignments fetch, each in a transaction that is rolled back. The usage and assignments plans are
+    /// taken after one real pass, so that there are active attempts to aggregate and an assignment to fetch.
+    func explainHotQueries(store: Store, label: String) async throws -> String {
+        try await requeue()
+        try await refreshHeartbeats()
+        var text = "EXPLAIN (ANALYZE, BUFFERS) at \(label) (queued x active hosts), PostgreSQL \(try await serverVersion())\n"
+        text += try await explain("queue head (Store.schedulingPass), queue fully requeued", Self.headQuery)
+        let pass = try await store.schedulingPass()
+        text += "\n-- one scheduling pass placed \(pass.placed) of \(pass.examined) examined on \(pass.hosts) hosts; then:\n"
+        text += try await explain("queue head (Store.schedulingPass), after one pass", Self.headQuery)
+        text += try await explain("active-attempt aggregation (Store.availableHosts)", Self.usageQuery)
+        text += try await explain("active hosts (Store.availableHosts)", Self.hostsQuery)
+        let host = try await client.query(
+            "select host_id from attempts where state = 'assigned' group by host_id order by count(*) desc limit 1", logger: logger
+        ).decode(Int64.self).collect().first ?? 1
+        text += try await explain(
+            "assignments fetch (Store.assignments) for host \(host), the host with most assignments",
+            """
+            select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text
+            from attempts a
+            join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
+            join hosts h on h.id = a.host_id
+            where a.host_id = \(host) and a.state = 'assigned'
+            order by a.id
+            """)
+        let sizes = try await client.query(
+            """
+            select relname, pg_size_pretty(pg_total_relation_size(oid)), reltuples::bigint from pg_class
+            where relname in ('jobs', 'attempts', 'hosts', 'job_events', 'jobs_queue', 'jobs_pkey', 'attempts_active')
+            order by relname
+            """, logger: logger
+        ).decode((String, String, Int64).self).collect()
+        text += "\n-- relation sizes: " + sizes.map { "\($0.0) \($0.1) (~\($0.2) rows)" }.joined(separator: "; ") + "\n"
+        try await requeue()
+        return text
+    }
+
+    func serverVersion() async throws -> String {
+        try await client.query("show server_version", logger: logger).decode(String.self).collect().first ?? "?"
+    }
+
+    func explain(_ title: String, _ sql: String) async throws -> String {
+        try await client.withConnection { connection in
+            try await connection.query("begin", logger: logger)
+            var text = "\n-- \(title)\n" + sql.split(separator: "\n").map { "-- " + $0 }.joined(separator: "\n") + "\n"
+            for try await line in try await connection.query(
+                PostgresQuery(unsafeSQL: "explain (analyze, buffers) " + sql), logger: logger
+            ).decode(String.self) {
+                text += line + "\n"
+            }
+            try await connection.query("rollback", logger: logger)
+            return text
+        }
+    }
+}
