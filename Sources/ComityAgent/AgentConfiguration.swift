@@ -76,7 +76,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         if trimmed.hasSuffix("ms"), let millis = Int64(trimmed.dropLast(2)), millis >= 0 {
             return .milliseconds(millis)
         }
-        if trimmed == "0" { return .zero }
+        if trimmed == "0" || trimmed == "0s" { return .zero }
         if let seconds = Quantity.seconds(trimmed), seconds <= 3_600 { return .seconds(seconds) }
         throw AgentError(
             .configuration,

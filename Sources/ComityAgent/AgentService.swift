@@ -38,6 +38,10 @@ package struct AgentService: Service, CustomStringConvertible {
         var leftovers: [RunningRecord]
     }
 
+    /// Runs the agent until graceful shutdown, with its own HTTP client (see ``httpConfiguration``).
+    ///
+    /// - Throws: ``AgentError`` when it cannot run: bad configuration, no credential and no join token, enrollment
+    ///   refused, inventory impossible, or a 401 from the server.
     package func run() async throws {
         try configuration.validate()
         try await HTTPClient.withHTTPClient(configuration: Self.httpConfiguration) { http in
@@ -108,6 +112,7 @@ package struct AgentService: Service, CustomStringConvertible {
         )
     }
 
+    /// The host's resources: the `--resources` file when given, detection otherwise.
     func inventory() async throws -> HostResources {
         if let file = configuration.resourcesFile {
             do {

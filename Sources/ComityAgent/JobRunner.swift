@@ -37,8 +37,12 @@ package struct JobRunner: Sendable {
         /// Stop the job (``StopReason/maxRuntime(seconds:)``) when it runs longer.
         package var maxRuntimeSeconds: Int64?
 
-        package init(command: [String], environment: [String: String], workDirectory: String, maxRuntimeSeconds: Int64?)
-        {
+        package init(
+            command: [String],
+            environment: [String: String],
+            workDirectory: String,
+            maxRuntimeSeconds: Int64?
+        ) {
             self.command = command
             self.environment = environment
             self.workDirectory = workDirectory
@@ -156,12 +160,14 @@ package struct JobRunner: Sendable {
                         }
                     }
                     // Both streams end when the leader exits (Subprocess then stops waiting for descendants that
-                    // still hold the pipes); the runtime timer is cancelled at that point.
+                    // still hold the pipes), or earlier when the job closed them; the runtime timer keeps running
+                    // until the leader has really exited.
                     var drained = 0
                     for await isStream in streams where isStream {
                         drained += 1
                         if drained == 2 { break }
                     }
+                    await ProcessGroup.waitForExit(of: pgid)
                     streams.cancelAll()
                 }
                 control.leaderExited()

@@ -24,9 +24,8 @@ package enum NvidiaSMI {
     ///   (`[N/A]`, `[Not Supported]`), or an index seen twice.
     package static func parseGPUs(_ output: String) throws(ParseError) -> [GPU] {
         var gpus: [GPU] = []
-        for (offset, rawLine) in output.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
-            .enumerated()
-        {
+        let lines = output.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        for (offset, rawLine) in lines.enumerated() {
             let lineNumber = offset + 1
             let line = rawLine.trimming(" \t")
             if line.isEmpty { continue }

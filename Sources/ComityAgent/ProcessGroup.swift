@@ -39,8 +39,8 @@ package enum ProcessGroup {
     /// group really disappears instead of lingering as zombies. The waits do not end early on task cancellation:
     /// a cancelled caller still gets a dead group.
     ///
-    /// - Precondition: the group's leader is not an unreaped child of a spawner that still wants its exit status
-    ///   (members are reaped here with `waitpid(-pgid)`).
+    /// The group's leader is never reaped here, so a spawner waiting for its exit status still gets it.
+    ///
     /// - Parameters:
     ///   - pgid: the group id, which is the pid of the job's first process.
     ///   - grace: how long members may take to exit after `SIGTERM`.
@@ -94,6 +94,20 @@ package enum ProcessGroup {
             _ = waitpid(member.pid, &status, WNOHANG)
         }
         return !exists(pgid) || members.allSatisfy(\.isZombie)
+    }
+
+    /// Waits until our child `pid` has exited, without reaping it (its spawner still wants its status).
+    ///
+    /// Polls `waitid(…, WNOWAIT)` every 100 ms; returns at once when the child already exited (the usual case) or
+    /// when the task is cancelled.
+    package static func waitForExit(of pid: Int32) async {
+        while !Task.isCancelled {
+            var info = siginfo_t()
+            let result = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+            // Linux sets `si_signo` to SIGCHLD when a child is reported and to 0 when none is waitable yet.
+            if result != 0 || info.si_signo != 0 { return }
+            do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
+        }
     }
 
     /// Makes this process the reaper of its orphaned descendants (Linux `PR_SET_CHILD_SUBREAPER`).

@@ -26,6 +26,8 @@ package struct Comity: AsyncParsableCommand {
 
     /// Parses the command line, runs the command and exits with the status documented in the help.
     package static func main() async {
+        // Writes to a closed pipe return EPIPE (handled in Terminal) instead of killing the process.
+        signal(SIGPIPE, SIG_IGN)
         let status: Int32
         do {
             var command = try parseAsRoot()

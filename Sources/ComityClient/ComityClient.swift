@@ -36,11 +36,24 @@ public struct ComityClient: Sendable {
     let encoder = WireJSON.encoder()
     let decoder = WireJSON.decoder()
 
+    /// HTTP settings for Comity's callers: a call to an unreachable server fails after at most a 5 s connect, so the
+    /// caller's own retry policy decides what happens next. (`HTTPClient.shared` instead keeps retrying the connection
+    /// until the request's deadline: a server restart would stall a heartbeat for a minute.)
+    public static var failFastConfiguration: HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(5))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return configuration
+    }
+
+    /// A process-wide client with ``failFastConfiguration``; it lives as long as the process (never shut down).
+    public static let failFast = HTTPClient(eventLoopGroupProvider: .singleton, configuration: failFastConfiguration)
+
     /// - Parameters:
     ///   - server: base URL such as `http://127.0.0.1:8700`.
     ///   - token: bearer token, or `nil` for unauthenticated routes.
-    ///   - http: the HTTP client to use; `HTTPClient.shared` by default.
-    public init(server: String, token: String?, http: HTTPClient = .shared) {
+    ///   - http: the HTTP client to use; ``failFast`` by default.
+    public init(server: String, token: String?, http: HTTPClient = ComityClient.failFast) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
         self.token = token
         self.http = http

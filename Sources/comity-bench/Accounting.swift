@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import ComityCore
 import Foundation
 import NIOCore
+import NIOHTTP1
 
 /// CPU time of the parts of the system during a phase: this driver, comity-server, PostgreSQL (the postmaster and
 /// its children), and the whole machine (what is left is other load on the machine).
@@ -16,10 +17,7 @@ struct CPUSample {
     static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
     static func take(serverPID: Int32?, postmasterPID: Int32?) -> CPUSample {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF, &usage)
-        let driver = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec)
-            + Double(usage.ru_stime.tv_usec) / 1e6
+        let driver = process(getpid())?.cpu ?? 0
         let (busy, total) = machine()
         return CPUSample(
             wall: Ticks.now(), driver: driver, server: serverPID.flatMap { process($0)?.cpu },

@@ -157,11 +157,35 @@ struct Table {
         if !text.isEmpty { text += "\n\n" }
         text += Self.align(rows)
         if !passes.isEmpty { text += "\n\n" + passTable(passes) }
+        let accounting = ["lifecycle", "dispatch"].compactMap(phaseAccount)
+        if !accounting.isEmpty { text += "\n\nwhere the time went:\n" + accounting.joined(separator: "\n") }
         if case .object(let errors)? = values["agent_errors"], !errors.isEmpty {
             text += "\n\nsimulated agent errors: " + errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\(Self.format(numberOf($0.value)))" }.joined(separator: ", ")
         }
         if case .array(let notes)? = values["notes"], !notes.isEmpty {
             text += "\n\nnotes:\n" + notes.compactMap { if case .string(let s) = $0 { "  - " + s } else { nil } }.joined(separator: "\n")
+        }
+        return text
+    }
+
+    /// One phase's CPU split and the server's account (passes, requests per route).
+    func phaseAccount(_ phase: String) -> String? {
+        let cpu = object("\(phase)_cpu")
+        guard !cpu.isEmpty else { return nil }
+        func c(_ key: String) -> String { Self.format(cpu[key].flatMap(numberOf)) }
+        var text = "  \(phase): wall \(c("wall_s")) s; CPU s: server \(c("server_cpu_s")), postgres \(c("postgres_cpu_s")), "
+            + "driver \(c("driver_cpu_s")), other processes \(c("other_cpu_s")) (machine busy \(c("machine_busy_cpu_s")) of \(c("machine_cpu_capacity_s")))"
+        let server = object("\(phase)_server")
+        if !server.isEmpty {
+            func m(_ key: String) -> String { Self.format(server[key].flatMap(numberOf)) }
+            text += "\n    scheduler: \(m("passes")) passes, \(m("pass_seconds")) s in passes (mean \(m("pass_mean_ms")) ms), \(m("placements")) placements"
+            if case .object(let routes)? = server["routes"] {
+                let lines = routes.compactMap { route, value -> (String, Double, String)? in
+                    guard case .object(let r) = value, let total = r["total_s"].flatMap(numberOf) else { return nil }
+                    return (route, total, "\(route) ×\(Self.format(r["count"].flatMap(numberOf))) mean \(Self.format(r["mean_ms"].flatMap(numberOf))) ms")
+                }.sorted { $0.1 > $1.1 }
+                if !lines.isEmpty { text += "\n    requests: " + lines.map(\.2).joined(separator: "; ") }
+            }
         }
         return text
     }

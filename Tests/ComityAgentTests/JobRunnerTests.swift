@@ -223,3 +223,29 @@ struct JobRunnerTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: state.runningPath).isEmpty)
     }
 }
+
+@Suite("Job runner: jobs that close their output")
+struct ClosedOutputTests {
+    @Test("a job that closed stdout and stderr still runs to its end")
+    func closedOutputExit() async throws {
+        let harness = try RunHarness()
+        let outcome = await harness.run(["sh", "-c", "echo bye; exec >&- 2>&-; sleep 1; exit 4"])
+        #expect(outcome == .exited(4))
+        #expect(harness.output(.stdout) == "bye\n")
+    }
+
+    @Test("a job that closed stdout and stderr can still be stopped")
+    func closedOutputStop() async throws {
+        let harness = try RunHarness()
+        async let outcome = harness.run(
+            ["sh", "-c", "exec >/dev/null 2>&1; touch closed; sleep 300"],
+            grace: .seconds(2)
+        )
+        let pgid = await harness.pgid()
+        let marker = harness.workDirectory + "/closed"
+        #expect(await eventually { FileManager.default.fileExists(atPath: marker) })
+        harness.control.stop(.server)
+        #expect(await outcome == .stopped(.server))
+        #expect(await eventually { isGroupGone(pgid) })
+    }
+}

@@ -90,6 +90,13 @@ struct EndToEndTests {
         #expect(logs.stderr.contains("to-stderr"))
         let list = try await pool.cliOK(["jobs", "--output", "json"])
         #expect(list.stdout.contains("\"hello\""))
+        // Operations endpoints: liveness, and Prometheus metrics that saw the placement.
+        #expect(try await pool.run("/usr/bin/curl", ["-fsS", "\(pool.server)/healthz"]).stdout.contains("ok"))
+        let metrics = try await pool.run("/usr/bin/curl", ["-fsS", "\(pool.server)/metrics"]).stdout
+        #expect(metrics.contains("comity_placements_total"), "metrics: \(metrics.prefix(500))")
+        // Without a token, the API answers 401.
+        let anonymous = try await pool.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "\(pool.server)/v1/jobs"])
+        #expect(anonymous.stdout == "401")
     }
 
     @Test("a failing job ends failed with its exit code, and submit --wait says so")

@@ -35,6 +35,11 @@ enum Terminal {
     private static func write(_ text: String, to stream: Stream) {
         guard !text.isEmpty else { return }
         let handle: FileHandle = stream == .standardOutput ? .standardOutput : .standardError
-        handle.write(Data(text.utf8))
+        // A closed pipe (`comity jobs | head`) is not an error worth a crash: the output is simply not wanted.
+        do {
+            try handle.write(contentsOf: Data(text.utf8))
+        } catch {
+            exit(0)
+        }
     }
 }

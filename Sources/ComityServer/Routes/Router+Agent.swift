@@ -25,7 +25,7 @@ extension Routes {
             while true {
                 let generation = notifier.generation(of: .host(host))
                 let assignments = try await store.assignments(host: host)
-                if !assignments.isEmpty || ContinuousClock.now >= deadline {
+                if !assignments.isEmpty || ContinuousClock.now >= deadline || notifier.isShutDown {
                     return try json(AssignmentList(assignments: assignments))
                 }
                 await notifier.wait(for: .host(host), since: generation, timeout: deadline - ContinuousClock.now)

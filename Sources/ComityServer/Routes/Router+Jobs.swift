@@ -61,7 +61,7 @@ extension Routes {
                 }
                 let deadline = ContinuousClock.now + .seconds(wait)
                 var seen = generation
-                while job.state == waitWhile, ContinuousClock.now < deadline {
+                while job.state == waitWhile, ContinuousClock.now < deadline, !notifier.isShutDown {
                     await notifier.wait(for: .job(id), since: seen, timeout: deadline - ContinuousClock.now)
                     seen = notifier.generation(of: .job(id))
                     job = try await store.job(id, scope: scope) ?? job
@@ -100,7 +100,7 @@ extension Routes {
                 let page = try await store.logs(job: id, after: after)
                 let next = page.chunks.last?.seq ?? after
                 let complete = job.state.isTerminal && page.chunks.count < 1_000
-                if !page.chunks.isEmpty || complete || ContinuousClock.now >= deadline {
+                if !page.chunks.isEmpty || complete || ContinuousClock.now >= deadline || notifier.isShutDown {
                     return try json(LogPage(chunks: page.chunks, next: next, complete: complete, truncated: page.truncated, state: job.state))
                 }
                 await notifier.wait(for: .job(id), since: generation, timeout: deadline - ContinuousClock.now)

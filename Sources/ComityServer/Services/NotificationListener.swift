@@ -11,6 +11,8 @@ struct NotificationListener: Service {
     let logger: Logger
 
     func run() async throws {
+        // On graceful shutdown, long-polls answer at once instead of holding the server for their full wait.
+        defer { notifier.shutDown() }
         try? await cancelWhenGracefulShutdown {
             var backoff = Duration.milliseconds(100)
             while !Task.isCancelled {

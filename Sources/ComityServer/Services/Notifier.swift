@@ -1,3 +1,4 @@
+import ServiceLifecycle
 import Synchronization
 
 /// Wakes long-polling requests when PostgreSQL says something changed.
@@ -19,6 +20,7 @@ package final class Notifier: Sendable {
         var waiters: [Key: [Int: CheckedContinuation<Void, Never>]] = [:]
         var cancelled: Set<Int> = []
         var nextID = 0
+        var isShutDown = false
     }
 
     private let state = Mutex(State())
@@ -50,11 +52,23 @@ package final class Notifier: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// Wakes every waiter and makes later waits return at once: the server is shutting down, and long-polls should
+    /// answer now rather than hold graceful shutdown for their full wait.
+    package func shutDown() {
+        state.withLock { $0.isShutDown = true }
+        notifyAll()
+    }
+
+    /// Whether long-polls should answer now: this notifier was shut down, or the caller's task is shutting down.
+    package var isShutDown: Bool { state.withLock { $0.isShutDown } || Task.isShuttingDownGracefully }
+
     /// Returns when `key`'s generation differs from `generation`, or after `timeout`, or on cancellation.
     package func wait(for key: Key, since generation: UInt64, timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitForChange(of: key, since: generation) }
             group.addTask { try? await Task.sleep(for: timeout) }
+            // A request's task sees the server's graceful shutdown: answer now rather than hold the shutdown.
+            group.addTask { try? await gracefulShutdown() }
             await group.next()
             group.cancelAll()
         }
@@ -68,7 +82,9 @@ package final class Notifier: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { state -> Bool in
-                    if state.generations[key, default: 0] != generation || state.cancelled.contains(id) { return true }
+                    if state.generations[key, default: 0] != generation || state.cancelled.contains(id) || state.isShutDown {
+                        return true
+                    }
                     state.waiters[key, default: [:]][id] = continuation
                     return false
                 }
