@@ -55,36 +55,96 @@ public enum Placer {
         var hosts = hosts
         var placements: [Placement] = []
         placements.reserveCapacity(min(jobs.count, hosts.count * 4))
+        // Capacity only shrinks during a pass: a request that fit nowhere will fit nowhere later in the same pass.
+        var fitsNowhere: Set<ResourceRequest> = []
+        var matchers: [ResourceRequest: Matcher] = [:]
         for job in jobs {
-            guard let choice = bestHost(for: job.resources, among: hosts) else { continue }
-            let gpus = choice.gpus
-            hosts[choice.index].freeCPUMillis -= job.resources.cpuMillis
-            hosts[choice.index].freeMemoryBytes -= job.resources.memoryBytes
-            hosts[choice.index].freeGPUs.removeAll { gpus.contains($0.index) }
-            placements.append(Placement(jobID: job.id, hostID: hosts[choice.index].id, gpuIndices: gpus))
+            let request = job.resources
+            if fitsNowhere.contains(request) { continue }
+            var matcher = matchers[request] ?? Matcher(request)
+            defer { matchers[request] = matcher }
+            guard let index = bestHost(for: request, among: hosts, matcher: &matcher) else {
+                fitsNowhere.insert(request)
+                continue
+            }
+            let gpus = Self.gpus(for: request, on: hosts[index], matcher: &matcher)
+            hosts[index].freeCPUMillis -= request.cpuMillis
+            hosts[index].freeMemoryBytes -= request.memoryBytes
+            if !gpus.isEmpty { hosts[index].freeGPUs.removeAll { gpus.contains($0.index) } }
+            placements.append(Placement(jobID: job.id, hostID: hosts[index].id, gpuIndices: gpus))
         }
         return placements
     }
 
     /// The GPUs of `host` that `request` would get, lowest indices first, or `nil` when it does not fit.
     public static func fit(_ request: ResourceRequest, on host: HostAvailability) -> [Int]? {
-        guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes else { return nil }
-        if request.gpus == 0 { return [] }
-        let matching = host.freeGPUs.filter(request.accepts).map(\.index).sorted()
-        guard matching.count >= request.gpus else { return nil }
-        return Array(matching.prefix(request.gpus))
+        var matcher = Matcher(request)
+        guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes,
+            matchingGPUs(on: host, matcher: &matcher) >= request.gpus
+        else { return nil }
+        return gpus(for: request, on: host, matcher: &matcher)
     }
 
-    static func bestHost(for request: ResourceRequest, among hosts: [HostAvailability]) -> (index: Int, gpus: [Int])? {
-        var best: (index: Int, gpus: [Int], score: (Int, Int64, Int64))?
-        for (index, host) in hosts.enumerated() {
-            guard let gpus = fit(request, on: host) else { continue }
-            // Lower is better: matching GPUs left free beside the job (a CPU job counts all the host's GPUs, so it
-            // goes to hosts without GPUs first), then CPU and memory left over.
-            let spareGPUs = request.gpus == 0 ? host.totalGPUs : host.freeGPUs.filter(request.accepts).count - request.gpus
-            let score = (spareGPUs, Int64(host.freeCPUMillis - request.cpuMillis), host.freeMemoryBytes - request.memoryBytes)
-            if best == nil || score < best!.score { best = (index, gpus, score) }
+    /// Decides whether GPUs suit a request, remembering the answer per GPU model (model matching lower-cases
+    /// strings, which is too slow to repeat for every host of every job).
+    struct Matcher {
+        let request: ResourceRequest
+        let model: String?
+        var models: [String: Bool] = [:]
+
+        init(_ request: ResourceRequest) {
+            self.request = request
+            self.model = request.gpuModel?.lowercased()
         }
-        return best.map { ($0.index, $0.gpus) }
+
+        mutating func accepts(_ gpu: GPU) -> Bool {
+            if let memory = request.gpuMemoryBytes, gpu.memoryBytes < memory { return false }
+            guard let model else { return true }
+            if let known = models[gpu.model] { return known }
+            let accepted = gpu.model.lowercased().contains(model)
+            models[gpu.model] = accepted
+            return accepted
+        }
+    }
+
+    static func matchingGPUs(on host: HostAvailability, matcher: inout Matcher) -> Int {
+        if matcher.request.gpus == 0 { return 0 }
+        var count = 0
+        for gpu in host.freeGPUs where matcher.accepts(gpu) { count += 1 }
+        return count
+    }
+
+    static func gpus(for request: ResourceRequest, on host: HostAvailability, matcher: inout Matcher) -> [Int] {
+        if request.gpus == 0 { return [] }
+        var matching: [Int] = []
+        for gpu in host.freeGPUs where matcher.accepts(gpu) { matching.append(gpu.index) }
+        return Array(matching.sorted().prefix(request.gpus))
+    }
+
+    /// The fitting host with the least waste. Lower scores are better: matching GPUs left free beside the job (a CPU
+    /// job counts all the host's GPUs, so it goes to hosts without GPUs first), then CPU and memory left over.
+    static func bestHost(for request: ResourceRequest, among hosts: [HostAvailability], matcher: inout Matcher) -> Int? {
+        var best: Int?
+        var bestScore = (Int.max, Int.max, Int64.max)
+        for index in hosts.indices {
+            let host = hosts[index]
+            guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes else { continue }
+            let spareGPUs: Int
+            if request.gpus == 0 {
+                spareGPUs = host.totalGPUs
+            } else {
+                guard host.freeGPUs.count >= request.gpus else { continue }
+                let matching = matchingGPUs(on: host, matcher: &matcher)
+                guard matching >= request.gpus else { continue }
+                spareGPUs = matching - request.gpus
+            }
+            let score = (spareGPUs, host.freeCPUMillis - request.cpuMillis, host.freeMemoryBytes - request.memoryBytes)
+            if score < bestScore {
+                best = index
+                bestScore = score
+                if score == (0, 0, 0) { break }  // a perfect fit: nothing can beat it
+            }
+        }
+        return best
     }
 }

@@ -10,6 +10,7 @@ import Logging
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = AppContext
     let store: Store
+    let cache = PrincipalCache()
     static let open: Set<String> = ["/v1/agent/enroll"]
 
     func handle(_ request: Request, context: AppContext, next: (Request, AppContext) async throws -> Response) async throws -> Response {
@@ -21,7 +22,14 @@ struct AuthMiddleware: RouterMiddleware {
             throw APIError.unauthorized()
         }
         let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
-        guard !token.isEmpty, token.count < 200, let principal = try await store.principal(forToken: token) else {
+        guard !token.isEmpty, token.count < 200 else { throw APIError.unauthorized("the token is unknown or revoked") }
+        let principal: Principal
+        if let known = cache.principal(for: token) {
+            principal = known
+        } else if let found = try await store.principal(forToken: token) {
+            cache.remember(found, for: token)
+            principal = found
+        } else {
             throw APIError.unauthorized("the token is unknown or revoked")
         }
         context.principal = principal

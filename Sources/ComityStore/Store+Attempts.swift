@@ -31,31 +31,30 @@ extension Store {
     }
 
     /// The agent started the process: attempt and job become `running`. Idempotent.
+    ///
+    /// One statement (atomic on its own, so no explicit transaction): the common case costs one round trip.
     package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
-        try await transaction { connection in
-            let started = try await connection.query(
-                """
-                with a as (
-                    update attempts a set state = 'running', started_at = now(),
-                        lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
-                    from jobs j
-                    where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
-                      and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
-                    returning a.job_id
-                ), j as (
-                    update jobs set state = 'running', started_at = coalesce(started_at, now())
-                    where id = (select job_id from a) returning id
-                )
+        let started = try await client.query(
+            """
+            with a as (
+                update attempts a set state = 'running', started_at = now(),
+                    lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                from jobs j
+                where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
+                  and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
+                returning a.job_id
+            ), j as (
+                update jobs set state = 'running', started_at = coalesce(started_at, now())
+                where id = (select job_id from a) returning id
+            ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
                 select id, \(attempt), 'running', 'started by the agent' from j
-                returning job_id
-                """, logger: logger
-            ).decode(Int64.self).collect()
-            if let job = started.first {
-                try await connection.query("select pg_notify(\(Channel.job), \(String(job)))", logger: logger)
-            }
-            return try await ack(attempt: attempt, host: host, on: connection)
-        }
+            )
+            select pg_notify(\(Channel.job), id::text) from j
+            """, logger: logger
+        ).collect()
+        if !started.isEmpty { return AttemptAck(current: true, state: .running) }
+        return try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) }
     }
 
     /// Whether the attempt is still the one to run, and its state.
@@ -74,35 +73,36 @@ extension Store {
     }
 
     /// Appends one chunk of output. A chunk already stored (same attempt and agent seq) is not stored twice; output
-    /// past the job's log bound is dropped and the job marked truncated.
+    /// past the job's log bound is dropped and the job marked truncated. One statement in the common case.
     package func appendLog(attempt: Int64, host: Int64, _ chunk: LogAppend) async throws -> AttemptAck {
-        try await transaction { connection in
-            let bytes = Int64(chunk.data.utf8.count)
-            let stored = try await connection.query(
-                """
-                with j as (
-                    update jobs j set log_seq = j.log_seq + 1, log_bytes = j.log_bytes + \(bytes)
-                    from attempts a
-                    where a.id = \(attempt) and a.host_id = \(host) and j.id = a.job_id and j.current_attempt = a.id
-                      and a.state in ('assigned', 'running') and j.log_bytes + \(bytes) <= \(configuration.logLimitBytes)
-                      and not exists (select 1 from job_logs l where l.attempt_id = \(attempt) and l.agent_seq = \(chunk.seq))
-                    returning j.id, j.log_seq
-                )
+        let bytes = Int64(chunk.data.utf8.count)
+        let stored = try await client.query(
+            """
+            with j as (
+                update jobs j set log_seq = j.log_seq + 1, log_bytes = j.log_bytes + \(bytes)
+                from attempts a
+                where a.id = \(attempt) and a.host_id = \(host) and j.id = a.job_id and j.current_attempt = a.id
+                  and a.state in ('assigned', 'running') and j.log_bytes + \(bytes) <= \(configuration.logLimitBytes)
+                  and not exists (select 1 from job_logs l where l.attempt_id = \(attempt) and l.agent_seq = \(chunk.seq))
+                returning j.id, j.log_seq, j.cancel_requested, a.state
+            ), l as (
                 insert into job_logs (job_id, seq, attempt_id, agent_seq, stream, data)
                 select id, log_seq, \(attempt), \(chunk.seq), \(chunk.stream.rawValue), \(chunk.data) from j
-                returning job_id
-                """, logger: logger
-            ).decode(Int64.self).collect()
-            if let job = stored.first {
-                try await connection.query("select pg_notify(\(Channel.job), \(String(job)))", logger: logger)
-            } else {
-                try await connection.query(
-                    """
-                    update jobs j set log_truncated = true from attempts a
-                    where a.id = \(attempt) and a.host_id = \(host) and j.id = a.job_id and j.current_attempt = a.id
-                      and not j.log_truncated and j.log_bytes + \(bytes) > \(configuration.logLimitBytes)
-                    """, logger: logger)
-            }
+            )
+            select j.cancel_requested, j.state, pg_notify(\(Channel.job), j.id::text)::text from j
+            """, logger: logger
+        ).decode((Bool, String, String).self).collect()
+        if let (cancelRequested, state, _) = stored.first {
+            return AttemptAck(current: !cancelRequested, state: AttemptState(rawValue: state) ?? .running)
+        }
+        // Not stored: a repeat, a fenced-off attempt, or the bound was reached.
+        return try await transaction { connection in
+            try await connection.query(
+                """
+                update jobs j set log_truncated = true from attempts a
+                where a.id = \(attempt) and a.host_id = \(host) and j.id = a.job_id and j.current_attempt = a.id
+                  and not j.log_truncated and j.log_bytes + \(bytes) > \(configuration.logLimitBytes)
+                """, logger: logger)
             return try await ack(attempt: attempt, host: host, on: connection)
         }
     }
@@ -146,33 +146,30 @@ extension Store {
             if cancelRequested, report.outcome != .exited || report.exitCode != 0 {
                 reason = "cancelled"
             }
-            try await connection.query(
-                """
-                update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason)
-                where id = \(attempt)
-                """, logger: logger)
             var message = reason
+            var next: JobState?
             if isCurrent, let current = JobState(rawValue: jobState) {
                 let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
-                let effective: JobEvent = cancelRequested && event != .exited(code: 0) ? .cancelled : event
-                if let next = transition.next(on: effective) {
-                    let finished = next.isTerminal
-                    try await connection.query(
-                        """
-                        update jobs set state = \(next.rawValue), exit_code = \(report.exitCode), reason = \(reason),
-                            finished_at = case when \(finished) then now() end, cancel_requested = false
-                        where id = \(jobID)
-                        """, logger: logger)
-                    if next == .queued { message += "; requeued (\(Int(retries) - Int(attempts) + 1) retries left)" }
-                }
+                next = transition.next(on: cancelRequested && event != .exited(code: 0) ? .cancelled : event)
+                if next == .queued { message += "; requeued (\(Int(retries) - Int(attempts) + 1) retries left)" }
             }
+            // Every write of the report in one statement: the attempt, the job (when this attempt is still its
+            // current one), the event, and the notifications.
             try await connection.query(
                 """
-                insert into job_events (job_id, attempt_id, kind, message) values (\(jobID), \(attempt), \(ended.rawValue), \(message))
+                with a as (
+                    update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason)
+                    where id = \(attempt)
+                ), j as (
+                    update jobs set state = \(next?.rawValue), exit_code = \(report.exitCode), reason = \(reason),
+                        finished_at = case when \(next?.isTerminal ?? false) then now() end, cancel_requested = false
+                    where id = \(jobID) and \(next != nil)
+                ), e as (
+                    insert into job_events (job_id, attempt_id, kind, message) values (\(jobID), \(attempt), \(ended.rawValue), \(message))
+                )
+                select pg_notify(\(Channel.job), \(String(jobID))), pg_notify(\(Channel.scheduler), '')
                 """, logger: logger)
-            try await connection.query("select pg_notify(\(Channel.job), \(String(jobID)))", logger: logger)
-            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
-            return try await ack(attempt: attempt, host: host, on: connection)
+            return AttemptAck(current: false, state: ended)
         }
     }
 }

@@ -18,8 +18,8 @@ extension Store {
     static let passLockKey: Int64 = 0x636f_6d69_7479_03
 
     /// One scheduling pass: under a transaction-scoped advisory lock (so passes of all replicas are serialized by
-    /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, and write every attempt,
-    /// job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
+    /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, lock the chosen jobs, and
+    /// write every attempt, job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
     package func schedulingPass() async throws -> PassResult {
         try await transaction { connection in
             try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
@@ -28,7 +28,6 @@ extension Store {
                 """
                 select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
                 where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
-                for update skip locked
                 """, logger: logger
             ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32).self) {
                 pending.append(
@@ -40,8 +39,18 @@ extension Store {
             }
             guard !pending.isEmpty else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
             let hosts = try await availableHosts(on: connection)
-            let placements = Placer.place(pending, on: hosts)
-            if !placements.isEmpty { try await write(placements, on: connection) }
+            var placements = Placer.place(pending, on: hosts)
+            if !placements.isEmpty {
+                // Lock only the jobs being placed (not the whole head: row locks are written to disk), and drop any
+                // that stopped being queued since the head was read (a cancel that committed in between).
+                let locked = Set(
+                    try await connection.query(
+                        "select id from jobs where id = any(\(placements.map(\.jobID))::bigint[]) and state = 'queued' for update",
+                        logger: logger
+                    ).decode(Int64.self).collect())
+                placements.removeAll { !locked.contains($0.jobID) }
+                if !placements.isEmpty { try await write(placements, on: connection) }
+            }
             return PassResult(
                 examined: pending.count, hosts: hosts.count, placed: placements.count,
                 headWasFull: pending.count == configuration.passHeadLimit)
