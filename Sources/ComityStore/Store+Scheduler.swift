@@ -39,20 +39,10 @@ extension Store {
             }
             guard !pending.isEmpty else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
             let hosts = try await availableHosts(on: connection)
-            var placements = Placer.place(pending, on: hosts)
-            if !placements.isEmpty {
-                // Lock only the jobs being placed (not the whole head: row locks are written to disk), and drop any
-                // that stopped being queued since the head was read (a cancel that committed in between).
-                let locked = Set(
-                    try await connection.query(
-                        "select id from jobs where id = any(\(placements.map(\.jobID))::bigint[]) and state = 'queued' for update",
-                        logger: logger
-                    ).decode(Int64.self).collect())
-                placements.removeAll { !locked.contains($0.jobID) }
-                if !placements.isEmpty { try await write(placements, on: connection) }
-            }
+            let placements = Placer.place(pending, on: hosts)
+            let placed = placements.isEmpty ? 0 : try await write(placements, on: connection)
             return PassResult(
-                examined: pending.count, hosts: hosts.count, placed: placements.count,
+                examined: pending.count, hosts: hosts.count, placed: placed,
                 headWasFull: pending.count == configuration.passHeadLimit)
         }
     }
@@ -86,20 +76,28 @@ extension Store {
         return hosts
     }
 
-    /// Writes placements in one statement: attempts, job states, events, and one `NOTIFY` per batch of hosts.
-    func write(_ placements: [Placement], on connection: PostgresConnection) async throws {
+    /// Writes placements in one statement: it locks only the jobs being placed (not the whole head: row locks are
+    /// written to disk) and skips any that stopped being queued since the head was read (a cancel committed in
+    /// between), then inserts the attempts, updates the jobs, records the events and sends one `NOTIFY` per batch
+    /// of hosts.
+    ///
+    /// - Returns: how many placements were written.
+    func write(_ placements: [Placement], on connection: PostgresConnection) async throws -> Int {
         let jobs = placements.map(\.jobID)
         let hosts = placements.map(\.hostID)
         let gpus = placements.map { "{" + $0.gpuIndices.map(String.init).joined(separator: ",") + "}" }
-        try await connection.query(
+        let rows = try await connection.query(
             """
             with p as (
                 select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[]) as p(job_id, host_id, gpus)
+            ), locked as (
+                select id, attempts, cpu_millis, memory_bytes from jobs
+                where id = any(\(jobs)::bigint[]) and state = 'queued' for update
             ), a as (
                 insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at)
                 select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
                        now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
-                from p join jobs j on j.id = p.job_id and j.state = 'queued'
+                from p join locked j on j.id = p.job_id
                 returning id, job_id, host_id, number
             ), u as (
                 update jobs j set state = 'assigned', current_attempt = a.id, attempts = a.number
@@ -111,10 +109,12 @@ extension Store {
             ), woken as (
                 select distinct host_id from a
             )
-            select pg_notify(\(Channel.assign), string_agg(host_id::text, ','))
+            select (select count(*) from a), pg_notify(\(Channel.assign), string_agg(host_id::text, ','))::text
             from (select host_id, (row_number() over (order by host_id)) / 500 as batch from woken) b
             group by batch
-            """, logger: logger)
+            """, logger: logger
+        ).decode((Int64, String).self).collect()
+        return Int(rows.first?.0 ?? 0)
     }
 
     /// Ends attempts whose lease expired (the agent vanished): each becomes `lost`, and its job requeues while
