@@ -33,8 +33,8 @@ public struct ComityClient: Sendable {
     public var server: String
     public var token: String?
     let http: HTTPClient
-    let encoder = WireJSON.encoder()
-    let decoder = WireJSON.decoder()
+    let encoder = WireJSON.shared
+    let decoder = WireJSON.sharedDecoder
 
     /// HTTP settings for Comity's callers: a call to an unreachable server fails after at most a 5 s connect, so the
     /// caller's own retry policy decides what happens next. (`HTTPClient.shared` instead keeps retrying the connection

@@ -52,7 +52,7 @@ package struct APIError: HTTPResponseError, Sendable {
     }
 
     package func response(from request: Request, context: some RequestContext) throws -> Response {
-        let data = try WireJSON.encoder().encode(ErrorBody(code: code, message: message, fields: fields))
+        let data = try WireJSON.shared.encode(ErrorBody(code: code, message: message, fields: fields))
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
@@ -62,7 +62,7 @@ package struct APIError: HTTPResponseError, Sendable {
 
 /// Encodes a value as the wire's JSON.
 package func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-    let data = try WireJSON.encoder().encode(value)
+    let data = try WireJSON.shared.encode(value)
     var headers = HTTPFields()
     headers[.contentType] = "application/json; charset=utf-8"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))

@@ -20,8 +20,8 @@ package struct AppContext: RequestContext {
 
     /// Job documents and agent uploads are small; 4 MiB bounds every body.
     package var maxUploadSize: Int { 4 << 20 }
-    package var requestDecoder: JSONDecoder { WireJSON.decoder() }
-    package var responseEncoder: JSONEncoder { WireJSON.encoder() }
+    package var requestDecoder: JSONDecoder { WireJSON.sharedDecoder }
+    package var responseEncoder: JSONEncoder { WireJSON.shared }
 
     /// The principal, or 401.
     package func requirePrincipal() throws -> Principal {
@@ -49,7 +49,7 @@ extension Request {
             throw APIError(.contentTooLarge, code: "too_large", "the body is larger than \(context.maxUploadSize) bytes")
         }
         do {
-            return try WireJSON.decoder().decode(T.self, from: Data(buffer: buffer))
+            return try WireJSON.sharedDecoder.decode(T.self, from: Data(buffer: buffer))
         } catch let DecodingError.keyNotFound(key, path) {
             throw APIError.invalid(field: (path.codingPath + [key]).fieldPath, "required")
         } catch let DecodingError.typeMismatch(expected, context) {

@@ -17,7 +17,7 @@ extension Store {
             where a.host_id = \(host) and a.state = 'assigned'
             order by a.id
             """, logger: logger)
-        let decoder = WireJSON.decoder()
+        let decoder = WireJSON.sharedDecoder
         var assignments: [Assignment] = []
         for try await (attempt, job, specText, indices, lease, gpusText) in rows.decode((Int64, Int64, String, [Int32], Date, String).self) {
             let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))

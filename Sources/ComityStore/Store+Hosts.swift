@@ -62,45 +62,44 @@ extension Store {
     }
 
     static func gpuJSON(_ gpus: [GPU]) throws -> String {
-        String(decoding: try WireJSON.encoder().encode(gpus.sorted { $0.index < $1.index }), as: UTF8.self)
+        String(decoding: try WireJSON.shared.encode(gpus.sorted { $0.index < $1.index }), as: UTF8.self)
     }
 
     /// Records a heartbeat: the host is alive, the listed attempts' leases are renewed.
     ///
+    /// One statement (atomic on its own): heartbeats are the most frequent call of a large pool.
+    ///
     /// - Returns: the attempts among `attempts` that the agent must stop (cancelled, fenced off, or unknown).
     package func heartbeat(host: Int64, _ request: HeartbeatRequest) async throws -> [Int64] {
-        try await transaction { connection in
-            var wasDown = false
-            if let resources = request.resources {
-                try Self.validate(resources)
-                try await connection.query(
-                    """
-                    update hosts set cpu_millis = \(Int32(resources.cpuMillis)), memory_bytes = \(resources.memoryBytes),
-                        gpus = \(try Self.gpuJSON(resources.gpus))::jsonb where id = \(host)
-                    """, logger: logger)
-            }
-            wasDown = try await connection.query(
+        if let resources = request.resources {
+            try Self.validate(resources)
+            try await client.query(
                 """
-                with old as (select state from hosts where id = \(host) for update)
+                update hosts set cpu_millis = \(Int32(resources.cpuMillis)), memory_bytes = \(resources.memoryBytes),
+                    gpus = \(try Self.gpuJSON(resources.gpus))::jsonb where id = \(host)
+                """, logger: logger)
+        }
+        let rows = try await client.query(
+            """
+            with old as (
+                select state from hosts where id = \(host) for update
+            ), h as (
                 update hosts h set last_heartbeat = now(), state = case when h.state = 'down' then 'active' else h.state end
-                from old where h.id = \(host) returning old.state = 'down'
-                """, logger: logger
-            ).decode(Bool.self).collect().first ?? false
-            let keep = try await connection.query(
-                """
+                from old where h.id = \(host) returning old.state = 'down' as revived
+            ), kept as (
                 update attempts a set lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
                 from jobs j
                 where a.id = any(\(request.attempts)::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
                   and j.id = a.job_id and j.current_attempt = a.id and not j.cancel_requested
                 returning a.id
-                """, logger: logger
-            ).decode(Int64.self).collect()
-            if wasDown || request.resources != nil {
-                try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
-            }
-            let kept = Set(keep)
-            return request.attempts.filter { !kept.contains($0) }
-        }
+            ), wake as (
+                select pg_notify(\(Channel.scheduler), '') from h where h.revived or \(request.resources != nil)
+            )
+            select coalesce((select array_agg(id) from kept), '{}'::bigint[]), (select count(*) from wake)
+            """, logger: logger
+        ).decode(([Int64], Int64).self).collect()
+        let kept = Set(rows.first?.0 ?? [])
+        return request.attempts.filter { !kept.contains($0) }
     }
 
     /// Hosts with what is allocated on them. Every human role sees the whole pool (like `sinfo`): hosts carry no
@@ -124,7 +123,7 @@ extension Store {
             order by h.region, h.name
             """, logger: logger)
         var hosts: [HostView] = []
-        let decoder = WireJSON.decoder()
+        let decoder = WireJSON.sharedDecoder
         for try await row in rows {
             let r = row.makeRandomAccess()
             let gpus = try decoder.decode([GPU].self, from: Data(try r[8].decode(String.self).utf8))

@@ -22,7 +22,7 @@ extension Store {
     static func jobView(_ row: PostgresRow) throws -> JobView {
         let r = row.makeRandomAccess()
         let specText = try r[7].decode(String.self)
-        let spec = try WireJSON.decoder().decode(JobSpec.self, from: Data(specText.utf8))
+        let spec = try WireJSON.sharedDecoder.decode(JobSpec.self, from: Data(specText.utf8))
         return JobView(
             id: try r[0].decode(Int64.self), name: try r[1].decode(String.self), project: try r[2].decode(String.self),
             partner: try r[3].decode(String.self), kind: JobKind(rawValue: try r[4].decode(String.self)) ?? .training,
@@ -50,7 +50,7 @@ extension Store {
         default:
             throw StoreError(.forbidden, "\(principal.role.rawValue) \(principal.name) may not submit to project \(first.project)", field: "project")
         }
-        let encoder = WireJSON.encoder()
+        let encoder = WireJSON.shared
         let documents = try specs.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
         return try await transaction { connection in
             let rows = try await connection.query(

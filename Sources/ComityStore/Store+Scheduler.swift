@@ -59,7 +59,7 @@ extension Store {
             used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
         }
         var hosts: [HostAvailability] = []
-        let decoder = WireJSON.decoder()
+        let decoder = WireJSON.sharedDecoder
         for try await (id, cpu, memory, gpusText) in try await connection.query(
             """
             select id, cpu_millis, memory_bytes, gpus::text from hosts

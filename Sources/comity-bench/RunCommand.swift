@@ -84,6 +84,9 @@ struct RunOptions: ParsableArguments {
     @Option(help: "Array submissions in flight at once.")
     var submitConcurrency: Int = 4
 
+    @Option(help: "Start/finish calls in flight at once, all simulated agents together (each agent runs up to 4 assignments at a time).")
+    var maxInFlight: Int = 256
+
     @Option(help: "Give up waiting for the lifecycle phase after this many seconds (figures then cover the jobs finished).")
     var lifecycleTimeout: Int = 600
 
@@ -137,9 +140,11 @@ struct RunOptions: ParsableArguments {
             say("enrolled \(enrolled.count) hosts in \(String(format: "%.1f", enrollSeconds)) s")
 
             let recorder = Recorder()
+            let control = AgentControl(maxInFlight: maxInFlight)
+            results.set("max_in_flight", maxInFlight)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for host in enrolled {
-                    let agent = SimulatedAgent(host: host, client: admin.with(token: host.token), recorder: recorder)
+                    let agent = SimulatedAgent(host: host, client: admin.with(token: host.token), recorder: recorder, control: control)
                     group.addTask { await agent.run() }
                 }
                 // Let every agent's first long-poll reach the server before measuring.
@@ -159,11 +164,24 @@ struct RunOptions: ParsableArguments {
                     }
                     await accounting.end(phase.rawValue, server: server, http: http, into: &results)
                     if phase == .lifecycle, results["lifecycle_timed_out"] != nil {
-                        try await drainAfterTimeout(recorder: recorder, results: &results)
+                        control.draining.withLock { $0 = true }
+                        do {
+                            try await drainAfterTimeout(recorder: recorder, results: &results)
+                            // The agents drop what they still hold of the cancelled jobs.
+                            let deadline = Ticks.now() + 60_000_000_000
+                            while control.backlog.withLock({ $0 }) > 0, Ticks.now() < deadline {
+                                try await Task.sleep(for: .milliseconds(100))
+                            }
+                            try await Task.sleep(for: .seconds(1))
+                        } catch {
+                            results.note("lifecycle: cancelling the jobs left after the time limit failed: \(String(reflecting: error))")
+                        }
+                        control.draining.withLock { $0 = false }
                     }
                 }
                 let snapshot = recorder.snapshot()
                 results["agent_errors"] = .object(snapshot.errors.mapValues { JSONValue.number(Double($0)) })
+                control.permits.close()
                 group.cancelAll()
             }
         }
@@ -241,24 +259,39 @@ struct RunOptions: ParsableArguments {
         say("lifecycle: \(completed) jobs finished in \(String(format: "%.2f", Ticks.seconds(from: start, to: end))) s")
     }
 
-    /// After a lifecycle phase that ran out of time: cancels the jobs still queued (in the database: the API has no
-    /// bulk cancel) and waits until the agents have finished what they hold, so the next phase finds an idle pool.
+    /// After a lifecycle phase that ran out of time: cancels the jobs not started yet (in the database, as `cancel`
+    /// would: the API has no bulk cancel) and waits until the agents have finished the running ones, so that the
+    /// next phase finds an idle pool.
     func drainAfterTimeout(recorder: Recorder, results: inout Results) async throws {
         guard let databaseURL else {
-            results.note("lifecycle: no --database-url, so the jobs left queued were not cancelled; later phases share the pool with them")
+            results.note("lifecycle: no --database-url, so the jobs not started were not cancelled; later phases share the pool with them")
             return
         }
         let logger = BenchLogging.logger("comity.bench.run")
         let url = try DatabaseURL(databaseURL)
         let cancelled = try await PostgresClient.with(try url.clientConfiguration(maxConnections: 1), logger: logger) { client in
-            let count = try await client.query(
-                """
-                with c as (
-                    update jobs set state = 'cancelled', finished_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
-                    where state = 'queued' returning 1
-                ) select count(*) from c
-                """, logger: logger
-            ).decode(Int64.self).collect().first ?? 0
+            // As `comity cancel` does for jobs not yet started: the job and its assigned attempt end cancelled.
+            // Attempts first (the order the server's start uses); retried when PostgreSQL picks it as a deadlock victim.
+            var count: Int64 = 0
+            for attempt in 1... {
+                do {
+                    count = try await client.query(
+                        """
+                        with a as (
+                            update attempts a set state = 'cancelled', ended_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
+                            from jobs j where j.current_attempt = a.id and j.state = 'assigned' and a.state = 'assigned'
+                            returning a.job_id
+                        ), j as (
+                            update jobs set state = 'cancelled', finished_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
+                            where state = 'queued' or id in (select job_id from a) returning 1
+                        ) select count(*) from j
+                        """, logger: logger
+                    ).decode(Int64.self).collect().first ?? 0
+                    break
+                } catch let error as PSQLError where ["40P01", "40001"].contains(error.serverInfo?[.sqlState] ?? "") && attempt < 20 {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
             let deadline = Ticks.now() + 120_000_000_000
             while Ticks.now() < deadline {
                 let active = try await client.query("select count(*) from jobs where state in ('assigned', 'running')", logger: logger)
@@ -268,8 +301,8 @@ struct RunOptions: ParsableArguments {
             }
             return Int(count)
         }
-        results.set("lifecycle_cancelled_queued", cancelled)
-        say("lifecycle: cancelled the \(cancelled) jobs still queued; the pool is idle again")
+        results.set("lifecycle_cancelled_unstarted", cancelled)
+        say("lifecycle: cancelled the \(cancelled) jobs not started; the pool is idle again")
     }
 
     // MARK: Dispatch

@@ -85,7 +85,7 @@ final class Recorder: Sendable {
     func heartbeat() { state.withLock { $0.heartbeats += 1 } }
 
     func error(_ operation: String, _ error: any Error) {
-        let code = (error as? ClientError).map { "\($0.status) \($0.code)" } ?? String(describing: type(of: error))
+        let code = (error as? ClientError).map { "\($0.status) \($0.code)" } ?? ((error as? BenchError)?.description ?? String(describing: type(of: error)))
         state.withLock { $0.errors["\(operation): \(code)", default: 0] += 1 }
     }
 
@@ -108,35 +108,131 @@ final class Recorder: Sendable {
     }
 }
 
-/// The attempts one simulated agent holds (received, not yet finished): what its heartbeats renew.
-final class HeldAttempts: Sendable {
-    let ids = Mutex(Set<Int64>())
+/// An async counting semaphore: the driver's cap on start/finish calls in flight across all simulated agents.
+final class Permits: Sendable {
+    struct State {
+        var available: Int
+        var waiters: [CheckedContinuation<Bool, Never>] = []
+        var head = 0
+        var closed = false
+    }
+
+    let state: Mutex<State>
+
+    init(_ count: Int) { state = Mutex(State(available: count)) }
+
+    /// Waits for a permit; false once ``close()`` was called (the driver is stopping).
+    func acquire() async -> Bool {
+        await withCheckedContinuation { continuation in
+            let answer = state.withLock { state -> Bool? in
+                if state.closed { return false }
+                if state.available > 0 {
+                    state.available -= 1
+                    return true
+                }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let answer { continuation.resume(returning: answer) }
+        }
+    }
+
+    func release() {
+        let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            if state.head < state.waiters.count {
+                let waiter = state.waiters[state.head]
+                state.head += 1
+                if state.head > 1024, state.head * 2 > state.waiters.count {
+                    state.waiters.removeFirst(state.head)
+                    state.head = 0
+                }
+                return waiter
+            }
+            state.available += 1
+            return nil
+        }
+        waiter?.resume(returning: true)
+    }
+
+    /// Wakes every waiter with false and refuses later acquires.
+    func close() {
+        let waiters = state.withLock { state -> ArraySlice<CheckedContinuation<Bool, Never>> in
+            state.closed = true
+            let rest = state.waiters[state.head...]
+            state.waiters = []
+            state.head = 0
+            return rest
+        }
+        for waiter in waiters { waiter.resume(returning: false) }
+    }
 }
 
-/// One simulated agent: a real API client with its host's own credential. It long-polls for assignments, starts and
-/// finishes each (no-op jobs exit 0 at once), and heartbeats with the attempts it holds. The server cannot tell it
-/// from `comity-agent`.
+/// Shared switches of the simulated agents.
+final class AgentControl: Sendable {
+    /// While draining (after a lifecycle time limit), agents drop what they received instead of starting it.
+    let draining = Mutex(false)
+    let permits: Permits
+    /// Assignments received by all agents and not yet started (or dropped).
+    let backlog = Mutex(0)
+
+    init(maxInFlight: Int) { permits = Permits(maxInFlight) }
+}
+
+/// One simulated agent's bookkeeping: attempts received (ever, so that a poll answer that repeats one is not run
+/// twice), held (received and not finished: what heartbeats renew) and not yet started (the backlog).
+final class AgentState: Sendable {
+    struct State {
+        var known = Set<Int64>()
+        var held = Set<Int64>()
+        var unstarted = 0
+    }
+
+    let state = Mutex(State())
+}
+
+/// One simulated agent: a real API client with its host's own credential, behaving like `comity-agent`: it
+/// long-polls for assignments, starts each one and reports its end (no-op jobs exit 0 at once), and heartbeats
+/// every `heartbeat_seconds` with the attempts it holds. The server cannot tell it from `comity-agent`.
+///
+/// Unlike `comity-agent`, which starts every assignment at once in its own task, it runs at most `workers`
+/// assignments at a time, and the start/finish calls of all agents together are capped by ``AgentControl/permits``:
+/// the driver measures the server's throughput, not how deep a queue of requests it can hold. While it has
+/// assignments not yet started, it does not long-poll (the server would answer at once with the same list), except
+/// every 15 s so that new assignments are seen, and held, well within their 30 s lease.
 struct SimulatedAgent: Sendable {
     let host: SimulatedHost
     let client: ComityClient
     let recorder: Recorder
+    let control: AgentControl
     static let pollSeconds = 20
+    static let workers = 4
+    /// With a backlog, poll again after this long anyway: new assignments must be held (renewed) within their lease.
+    static let backlogPollNanoseconds: UInt64 = 15_000_000_000
 
     func run() async {
-        let held = HeldAttempts()
+        let state = AgentState()
+        let (stream, continuation) = AsyncStream<Assignment>.makeStream()
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await heartbeats(held) }
-            group.addTask { await work(held) }
+            group.addTask { await heartbeats(state) }
+            for _ in 0..<Self.workers {
+                group.addTask {
+                    for await assignment in stream { await process(assignment, state) }
+                }
+            }
+            group.addTask {
+                await poll(state, continuation)
+                continuation.finish()
+            }
             await group.waitForAll()
         }
     }
 
-    private func heartbeats(_ held: HeldAttempts) async {
+    private func heartbeats(_ state: AgentState) async {
         let interval = max(1, host.heartbeatSeconds)
         // Spread the agents' heartbeats over the interval.
         try? await Task.sleep(for: .milliseconds(Int.random(in: 0..<(interval * 1000))))
         while !Task.isCancelled {
-            let attempts = held.ids.withLock { Array($0) }
+            let attempts = state.state.withLock { Array($0.held) }
             do {
                 _ = try await client.heartbeat(HeartbeatRequest(attempts: attempts))
                 recorder.heartbeat()
@@ -148,10 +244,16 @@ struct SimulatedAgent: Sendable {
         }
     }
 
-    private func work(_ held: HeldAttempts) async {
-        var handled = Set<Int64>()
+    private func poll(_ state: AgentState, _ continuation: AsyncStream<Assignment>.Continuation) async {
         var first = true
+        var lastPoll: UInt64 = 0
         while !Task.isCancelled {
+            // With a backlog, the server would answer at once with the same assignments: wait for it to drain.
+            while state.state.withLock({ $0.unstarted }) > 0, Ticks.now() - lastPoll < Self.backlogPollNanoseconds, !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            if Task.isCancelled { return }
+            lastPoll = Ticks.now()
             let assignments: [Assignment]
             do {
                 if first {
@@ -166,31 +268,58 @@ struct SimulatedAgent: Sendable {
                 continue
             }
             let now = Ticks.now()
-            let fresh = assignments.filter { !handled.contains($0.attempt) }
+            let fresh = state.state.withLock { state -> [Assignment] in
+                let fresh = assignments.filter { !state.known.contains($0.attempt) }
+                for assignment in fresh {
+                    state.known.insert(assignment.attempt)
+                    state.held.insert(assignment.attempt)
+                }
+                state.unstarted += fresh.count
+                if state.known.count > 200_000 { state.known = state.held }
+                return fresh
+            }
+            control.backlog.withLock { $0 += fresh.count }
             recorder.polled(batch: fresh.count)
             guard !fresh.isEmpty else { continue }
             recorder.received(fresh.map(\.jobId), at: now)
-            held.ids.withLock { ids in for assignment in fresh { ids.insert(assignment.attempt) } }
-            for assignment in fresh {
-                if Task.isCancelled { return }
-                do {
-                    let ack = try await retrying { try await client.start(attempt: assignment.attempt) }
-                    recorder.started(assignment.jobId, at: Ticks.now())
-                    handled.insert(assignment.attempt)
-                    if ack.current {
-                        _ = try await retrying { try await client.finish(attempt: assignment.attempt, FinishRequest(outcome: .exited, exitCode: 0)) }
-                        recorder.finished(assignment.jobId, at: Ticks.now())
-                    } else {
-                        recorder.error("start", BenchError("fenced"))
-                    }
-                } catch {
-                    if Task.isCancelled { return }
-                    // Not handled: the attempt is still assigned and comes back on the next poll.
-                    recorder.error("start/finish", error)
+            for assignment in fresh { continuation.yield(assignment) }
+        }
+    }
+
+    private func process(_ assignment: Assignment, _ state: AgentState) async {
+        defer { state.state.withLock { _ = $0.held.remove(assignment.attempt) } }
+        if control.draining.withLock({ $0 }) {
+            state.state.withLock { $0.unstarted -= 1 }
+            control.backlog.withLock { $0 -= 1 }
+            return
+        }
+        guard await control.permits.acquire() else { return }
+        defer { control.permits.release() }
+        do {
+            let ack: AttemptAck
+            do {
+                ack = try await retrying { try await client.start(attempt: assignment.attempt) }
+                state.state.withLock { $0.unstarted -= 1 }
+                control.backlog.withLock { $0 -= 1 }
+            } catch {
+                // Not started: forget it, so that the next poll (which lists it again) brings it back.
+                state.state.withLock { state in
+                    state.unstarted -= 1
+                    state.known.remove(assignment.attempt)
                 }
-                held.ids.withLock { _ = $0.remove(assignment.attempt) }
+                control.backlog.withLock { $0 -= 1 }
+                throw error
             }
-            if handled.count > 100_000 { handled.removeAll(keepingCapacity: true) }
+            recorder.started(assignment.jobId, at: Ticks.now())
+            guard ack.current else {
+                if !control.draining.withLock({ $0 }) { recorder.error("start", BenchError("fenced")) }
+                return
+            }
+            _ = try await retrying { try await client.finish(attempt: assignment.attempt, FinishRequest(outcome: .exited, exitCode: 0)) }
+            recorder.finished(assignment.jobId, at: Ticks.now())
+        } catch {
+            if Task.isCancelled { return }
+            recorder.error("start/finish", error)
         }
     }
 }

@@ -91,7 +91,7 @@ struct Percentiles {
 /// One HTTP client for the whole driver: a pool big enough that a thousand long-polls do not queue.
 func makeHTTPClient() -> HTTPClient {
     var configuration = HTTPClient.Configuration()
-    configuration.connectionPool = .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: 2_500)
+    configuration.connectionPool = .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: 3_000)
     configuration.timeout = .init(connect: .seconds(15))
     return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
 }
