@@ -55,6 +55,9 @@ public enum Placer {
         var hosts = hosts
         var placements: [Placement] = []
         placements.reserveCapacity(min(jobs.count, hosts.count * 4))
+        // Hosts with the same free capacity score the same for every job, so each job scores one host per group of
+        // look-alikes (most hosts of a pool are alike, and idle ones stay alike) instead of every host.
+        var groups = HostGroups(hosts)
         // Capacity only shrinks during a pass: a request that fit nowhere will fit nowhere later in the same pass.
         var fitsNowhere: Set<ResourceRequest> = []
         var matchers: [ResourceRequest: Matcher] = [:]
@@ -63,17 +66,83 @@ public enum Placer {
             if fitsNowhere.contains(request) { continue }
             var matcher = matchers[request] ?? Matcher(request)
             defer { matchers[request] = matcher }
-            guard let index = bestHost(for: request, among: hosts, matcher: &matcher) else {
+            guard let index = bestHost(for: request, among: hosts, candidates: groups.representatives, matcher: &matcher) else {
                 fitsNowhere.insert(request)
                 continue
             }
             let gpus = Self.gpus(for: request, on: hosts[index], matcher: &matcher)
+            groups.remove(index, shape: HostShape(hosts[index]))
             hosts[index].freeCPUMillis -= request.cpuMillis
             hosts[index].freeMemoryBytes -= request.memoryBytes
             if !gpus.isEmpty { hosts[index].freeGPUs.removeAll { gpus.contains($0.index) } }
+            groups.insert(index, shape: HostShape(hosts[index]))
             placements.append(Placement(jobID: job.id, hostID: hosts[index].id, gpuIndices: gpus))
         }
         return placements
+    }
+
+    /// What scoring sees of a host: two hosts with the same shape fit and score alike for every request.
+    struct HostShape: Hashable {
+        var freeCPUMillis: Int
+        var freeMemoryBytes: Int64
+        var totalGPUs: Int
+        /// (model, memory) of each free GPU, sorted; indices and UUIDs do not matter for fit or score.
+        var freeGPUs: [GPUShape]
+
+        struct GPUShape: Hashable, Comparable {
+            var model: String
+            var memoryBytes: Int64
+            static func < (a: GPUShape, b: GPUShape) -> Bool { (a.model, a.memoryBytes) < (b.model, b.memoryBytes) }
+        }
+
+        init(_ host: HostAvailability) {
+            freeCPUMillis = host.freeCPUMillis
+            freeMemoryBytes = host.freeMemoryBytes
+            totalGPUs = host.totalGPUs
+            freeGPUs = host.freeGPUs.map { GPUShape(model: $0.model, memoryBytes: $0.memoryBytes) }.sorted()
+        }
+    }
+
+    /// Hosts grouped by shape; each group is represented by its lowest host index, which is the one a scan over all
+    /// hosts would pick among equals.
+    struct HostGroups {
+        /// Host indices of each shape, in descending order (the lowest, the representative, is last).
+        private var members: [HostShape: [Int]] = [:]
+        private(set) var representatives: [Int] = []
+
+        init(_ hosts: [HostAvailability]) {
+            for index in hosts.indices.reversed() { members[HostShape(hosts[index]), default: []].append(index) }
+            representatives = members.values.map { $0.last! }.sorted()
+        }
+
+        mutating func remove(_ index: Int, shape: HostShape) {
+            guard var group = members[shape], let position = group.lastIndex(of: index) else { return }
+            let wasRepresentative = position == group.count - 1
+            group.remove(at: position)
+            members[shape] = group.isEmpty ? nil : group
+            if wasRepresentative {
+                representatives.removeAll { $0 == index }
+                if let next = group.last { insertRepresentative(next) }
+            }
+        }
+
+        mutating func insert(_ index: Int, shape: HostShape) {
+            var group = members[shape] ?? []
+            let previous = group.last
+            // Keep descending order.
+            let position = group.firstIndex { $0 < index } ?? group.count
+            group.insert(index, at: position)
+            members[shape] = group
+            if group.last != previous {
+                if let previous { representatives.removeAll { $0 == previous } }
+                insertRepresentative(index)
+            }
+        }
+
+        private mutating func insertRepresentative(_ index: Int) {
+            let position = representatives.firstIndex { $0 > index } ?? representatives.count
+            representatives.insert(index, at: position)
+        }
     }
 
     /// The GPUs of `host` that `request` would get, lowest indices first, or `nil` when it does not fit.
@@ -123,10 +192,12 @@ public enum Placer {
 
     /// The fitting host with the least waste. Lower scores are better: matching GPUs left free beside the job (a CPU
     /// job counts all the host's GPUs, so it goes to hosts without GPUs first), then CPU and memory left over.
-    static func bestHost(for request: ResourceRequest, among hosts: [HostAvailability], matcher: inout Matcher) -> Int? {
+    static func bestHost(
+        for request: ResourceRequest, among hosts: [HostAvailability], candidates: [Int], matcher: inout Matcher
+    ) -> Int? {
         var best: Int?
         var bestScore = (Int.max, Int.max, Int64.max)
-        for index in hosts.indices {
+        for index in candidates {
             let host = hosts[index]
             guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes else { continue }
             let spareGPUs: Int

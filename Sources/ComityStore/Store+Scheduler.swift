@@ -59,14 +59,13 @@ extension Store {
             used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
         }
         var hosts: [HostAvailability] = []
-        let decoder = WireJSON.sharedDecoder
         for try await (id, cpu, memory, gpusText) in try await connection.query(
             """
             select id, cpu_millis, memory_bytes, gpus::text from hosts
             where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
             """, logger: logger
         ).decode((Int64, Int32, Int64, String).self) {
-            let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
+            let gpus = try gpuCache.gpus(host: id, json: gpusText)
             let usage = used[id] ?? (0, 0, [])
             hosts.append(
                 HostAvailability(

@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// Who is making a request, as resolved from a bearer token.
 package struct Principal: Sendable, Hashable {
@@ -69,6 +70,8 @@ package struct Store: Sendable {
     package let client: PostgresClient
     package let configuration: Configuration
     package let logger: Logger
+    /// Decoded GPU lists of hosts, so a scheduling pass does not decode 10k JSON documents every time.
+    let gpuCache = GPUCache()
 
     package init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger) {
         self.client = client
@@ -203,5 +206,17 @@ extension Store {
         } catch let error as PostgresTransactionError {
             throw error.closureError ?? error
         }
+    }
+}
+
+/// Remembers each host's decoded GPU list together with the JSON text it came from; a changed text is decoded anew.
+final class GPUCache: Sendable {
+    private let entries = Mutex<[Int64: (text: String, gpus: [GPU])]>([:])
+
+    func gpus(host: Int64, json: String) throws -> [GPU] {
+        if let entry = entries.withLock({ $0[host] }), entry.text == json { return entry.gpus }
+        let gpus = try WireJSON.sharedDecoder.decode([GPU].self, from: Data(json.utf8))
+        entries.withLock { $0[host] = (json, gpus) }
+        return gpus
     }
 }

@@ -154,6 +154,8 @@ struct Table {
         var text = ""
         if let mode = string("mode") { text += "Comity benchmark (\(mode))" }
         if let machine = string("machine") { text += " — \(machine)" }
+        if let git = string("git") { text += " — commit \(git)" }
+        if let seconds = number("bench_seconds") { text += " — \(Int(seconds)) s" }
         if !text.isEmpty { text += "\n\n" }
         text += Self.align(rows)
         if !passes.isEmpty { text += "\n\n" + passTable(passes) }

@@ -336,11 +336,13 @@ struct ScaleDatabase {
 
     // MARK: Where a pass spends its time
 
+    // The pass's queries as Store+Scheduler.swift runs them (kept in step by hand: compare when the store changes).
     static let headQuery = """
         select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
         where state = 'queued' order by priority desc, id limit 2000
-        for update skip locked
         """
+    /// The brief's original form of the head select (before the pass stopped locking the whole head).
+    static let headQueryLocking = headQuery + "for update skip locked\n"
     static let usageQuery = """
         select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
         from attempts where state in ('assigned', 'running') group by host_id
@@ -363,7 +365,6 @@ struct ScaleDatabase {
                 """
                 select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
                 where state = 'queued' order by priority desc, id limit \(Int64(headLimit))
-                for update skip locked
                 """, logger: logger
             ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32).self) {
                 pending.append(
@@ -416,22 +417,30 @@ struct ScaleDatabase {
     // MARK: Plans
 
     /// EXPLAIN (ANALYZE, BUFFERS) of the pass's queue-head select, its usage aggregation and host select, and the
-    /// agents' assignments fetch, each in a transaction that is rolled back. The usage and assignments plans are
-    /// taken after one real pass, so that there are active attempts to aggregate and an assignment to fetch.
+    /// agents' assignments fetch, start and heartbeat renewal, each in a transaction that is rolled back. All but the
+    /// first are taken after one real pass, so that there are active attempts to aggregate, fetch, start and renew.
     func explainHotQueries(store: Store, label: String) async throws -> String {
         try await requeue()
         try await refreshHeartbeats()
         var text = "EXPLAIN (ANALYZE, BUFFERS) at \(label) (queued x active hosts), PostgreSQL \(try await serverVersion())\n"
         text += try await explain("queue head (Store.schedulingPass), queue fully requeued", Self.headQuery)
+        text += try await explain("queue head with FOR UPDATE SKIP LOCKED (the form the pass used before it locked only the jobs it places)", Self.headQueryLocking)
         let pass = try await store.schedulingPass()
         try await client.query("analyze jobs, attempts, hosts", logger: logger)
         text += "\n-- one scheduling pass placed \(pass.placed) of \(pass.examined) examined on \(pass.hosts) hosts; then ANALYZE jobs, attempts, hosts (as autovacuum would soon); then:\n"
         text += try await explain("queue head (Store.schedulingPass), after one pass", Self.headQuery)
         text += try await explain("active-attempt aggregation (Store.availableHosts)", Self.usageQuery)
         text += try await explain("active hosts (Store.availableHosts)", Self.hostsQuery)
-        let host = try await client.query(
-            "select host_id from attempts where state = 'assigned' group by host_id order by count(*) desc limit 1", logger: logger
-        ).decode(Int64.self).collect().first ?? 1
+        let (host, attempt) = try await client.query(
+            """
+            select host_id, min(id) from attempts where state = 'assigned'
+            group by host_id order by count(*) desc, host_id limit 1
+            """, logger: logger
+        ).decode((Int64, Int64).self).collect().first ?? (Int64(1), Int64(1))
+        let held = try await client.query(
+            "select coalesce(array_agg(id order by id), '{}') from attempts where host_id = \(host) and state in ('assigned', 'running')",
+            logger: logger
+        ).decode([Int64].self).collect().first ?? []
         text += try await explain(
             "assignments fetch (Store.assignments) for host \(host), the host with most assignments",
             """
@@ -441,6 +450,34 @@ struct ScaleDatabase {
             join hosts h on h.id = a.host_id
             where a.host_id = \(host) and a.state = 'assigned'
             order by a.id
+            """)
+        text += try await explain(
+            "agent start (Store.start) of attempt \(attempt) on host \(host)",
+            """
+            with a as (
+                update attempts a set state = 'running', started_at = now(),
+                    lease_expires_at = now() + make_interval(secs => 30.0)
+                from jobs j
+                where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
+                  and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
+                returning a.job_id
+            ), j as (
+                update jobs set state = 'running', started_at = coalesce(started_at, now())
+                where id = (select job_id from a) returning id
+            ), e as (
+                insert into job_events (job_id, attempt_id, kind, message)
+                select id, \(attempt), 'running', 'started by the agent' from j
+            )
+            select pg_notify('comity_job', id::text) from j
+            """)
+        text += try await explain(
+            "heartbeat lease renewal (Store.heartbeat, its `kept` part) of host \(host)'s \(held.count) attempts",
+            """
+            update attempts a set lease_expires_at = now() + make_interval(secs => 30.0)
+            from jobs j
+            where a.id = any('{\(held.map(String.init).joined(separator: ","))}'::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
+              and j.id = a.job_id and j.current_attempt = a.id and not j.cancel_requested
+            returning a.id
             """)
         let sizes = try await client.query(
             """
