@@ -87,11 +87,14 @@ extension Store {
                 update hosts h set last_heartbeat = now(), state = case when h.state = 'down' then 'active' else h.state end
                 from old where h.id = \(host) returning old.state = 'down' as revived
             ), kept as (
-                update attempts a set lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
-                from jobs j
+                select a.id, a.lease_expires_at from attempts a join jobs j on j.id = a.job_id
                 where a.id = any(\(request.attempts)::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
-                  and j.id = a.job_id and j.current_attempt = a.id and not j.cancel_requested
-                returning a.id
+                  and j.current_attempt = a.id and not j.cancel_requested
+            ), renewed as (
+                -- A lease is rewritten only once half of it is used: most heartbeats write nothing.
+                update attempts a set lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                from kept where a.id = kept.id
+                  and kept.lease_expires_at < now() + make_interval(secs => \(Double(configuration.leaseSeconds) / 2))
             ), wake as (
                 select pg_notify(\(Channel.scheduler), '') from h where h.revived or \(request.resources != nil)
             )

@@ -47,6 +47,9 @@ struct ScaleCommand: AsyncParsableCommand {
     @Option(help: "Write the results here (JSON) instead of standard output.")
     var out: String?
 
+    @Option(help: "The PostgreSQL postmaster's pid: other processes' share of the CPU during each size is reported.")
+    var postmasterPid: Int32?
+
     /// A pass slower than this is measured fewer times (see the notes), so that the phase fits its budget.
     static let slowPassMs = 3_000.0
 
@@ -59,6 +62,7 @@ struct ScaleCommand: AsyncParsableCommand {
         let budget = self.budget
         let repeats = self.repeats
         let plans = self.plans
+        let postmasterPid = self.postmasterPid
         var results = try await PostgresClient.with(try url.clientConfiguration(maxConnections: 4), logger: logger) { client in
             var results = Results()
             try await Migrator(logger: logger).migrate(client)
@@ -74,6 +78,7 @@ struct ScaleCommand: AsyncParsableCommand {
             var examined: [String: JSONValue] = [:]
             var rates: [String: JSONValue] = [:]
             var breakdowns: [String: JSONValue] = [:]
+            var otherLoad: [String: JSONValue] = [:]
             var lastKey = ""
             var current = try await db.queuedCount()
             var insertRate = 30_000.0  // rows per second, until measured
@@ -99,6 +104,7 @@ struct ScaleCommand: AsyncParsableCommand {
                     let key = "\(size)x\(hostCount)"
                     try await db.activate(hostCount)
                     try await db.requeue()
+                    let cpuStart = CPUSample.take(serverPID: nil, postmasterPID: postmasterPid)
                     // A warm-up pass, not counted, unless passes are so slow (seconds) that caches do not matter.
                     let warmStart = Ticks.now()
                     var result = try await store.schedulingPass()
@@ -123,9 +129,16 @@ struct ScaleCommand: AsyncParsableCommand {
                     }
                     try await db.requeue()
                     try await db.refreshHeartbeats()
+                    let cpuEnd = CPUSample.take(serverPID: nil, postmasterPID: postmasterPid)
                     let p = Percentiles(times)
                     let median = times.count == 2 ? (times[0] + times[1]) / 2 : p.median
-                    let breakdown = try await db.breakdown(headLimit: store.configuration.passHeadLimit, runPlacer: median < Self.slowPassMs)
+                    var samples: [String: [Double]] = [:]
+                    for _ in 0..<max(1, times.count) {
+                        for (part, ms) in try await db.breakdown(headLimit: store.configuration.passHeadLimit, runPlacer: median < 2 * Self.slowPassMs) {
+                            samples[part, default: []].append(ms)
+                        }
+                    }
+                    let breakdown = samples.mapValues { Percentiles($0).median }
                     passMs[key] = .number(round1(median))
                     passMin[key] = .number(round1(p.sorted.first!))
                     passMax[key] = .number(round1(p.max))
@@ -137,6 +150,11 @@ struct ScaleCommand: AsyncParsableCommand {
                     let rest = max(0, median - breakdown.values.reduce(0, +))
                     parts[breakdown["placer"] == nil ? "placer_write_and_commit" : "write_and_commit"] = .number(round1(rest))
                     breakdowns[key] = .object(parts)
+                    if case .object(let cpu) = CPUSample.report(from: cpuStart, to: cpuEnd),
+                        case .number(let other)? = cpu["other_cpu_s"], case .number(let capacity)? = cpu["machine_cpu_capacity_s"], capacity > 0
+                    {
+                        otherLoad[key] = .number((other / capacity * 1000).rounded() / 10)
+                    }
                     lastKey = key
                     say(
                         "scale: \(key): pass \(String(format: "%.1f", median)) ms (min \(String(format: "%.1f", p.sorted.first!)), max \(String(format: "%.1f", p.max))), examined \(result.examined), hosts \(result.hosts), placed \(result.placed), \(Int(rate)) placements/s; "
@@ -151,15 +169,20 @@ struct ScaleCommand: AsyncParsableCommand {
             results["pass_examined"] = .object(examined)
             results["pass_placements_per_s"] = .object(rates)
             results["pass_breakdown_ms"] = .object(breakdowns)
+            results["pass_other_load_pct"] = .object(otherLoad)
             let headline = rates["100000x10000"] != nil ? "100000x10000" : lastKey
             if case .number(let rate)? = rates[headline] {
                 results.set("placements_per_s_in_pass", rate, digits: 0)
                 results.set("placements_per_s_in_pass_at", headline)
             }
             if let plans, !lastKey.isEmpty {
-                let text = try await db.explainHotQueries(store: store, label: lastKey)
-                try text.write(toFile: plans, atomically: true, encoding: .utf8)
-                say("scale: query plans at \(lastKey) written to \(plans)")
+                do {
+                    let text = try await db.explainHotQueries(store: store, label: lastKey)
+                    try text.write(toFile: plans, atomically: true, encoding: .utf8)
+                    say("scale: query plans at \(lastKey) written to \(plans)")
+                } catch {
+                    results.note("scale: the query plans could not be taken: \(String(reflecting: error))")
+                }
             }
             // Ready for a server: the whole pool active, the largest queue requeued.
             try await db.activate(hostCounts.last!)
@@ -326,6 +349,9 @@ struct ScaleDatabase {
     /// Undoes what passes did: attempts and their events deleted, their jobs queued again; then vacuums.
     func requeue() async throws {
         try await client.withTransaction(logger: logger) { connection in
+            // Without foreign-key triggers for these deletes: jobs.current_attempt has no index, so checking each
+            // deleted attempt against jobs would scan the whole jobs table (the references are cleared first).
+            try await connection.query("set local session_replication_role = replica", logger: logger)
             try await connection.query(
                 "update jobs set state = 'queued', current_attempt = null, attempts = 0 where state <> 'queued'", logger: logger)
             try await connection.query("delete from job_events", logger: logger)

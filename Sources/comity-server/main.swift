@@ -89,6 +89,9 @@ struct Serve: AsyncParsableCommand {
         for (name, value) in [("--lease", lease), ("--heartbeat", heartbeat), ("--host-timeout", hostTimeout)] where Quantity.seconds(value) == nil {
             throw ValidationError("\(name): expected a duration such as 30s or 2m, got \(value)")
         }
+        guard Quantity.seconds(heartbeat)! * 3 <= Quantity.seconds(lease)! else {
+            throw ValidationError("--heartbeat: expected at most a third of --lease (\(lease)), so that a lease renewed at half-time survives a missed heartbeat; got \(heartbeat)")
+        }
         guard Quantity.bytes(logLimit) != nil else { throw ValidationError("--log-limit: expected a size such as 8Mi, got \(logLimit)") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard database.dataDir != nil || adminTokenFile != nil || database.databaseURL == nil else {
