@@ -368,7 +368,7 @@ struct ScaleDatabase {
         where state = 'queued' order by priority desc, id limit 2000
         """
     /// The brief's original form of the head select (before the pass stopped locking the whole head).
-    static let headQueryLocking = headQuery + "for update skip locked\n"
+    static let headQueryLocking = headQuery + "\nfor update skip locked"
     static let usageQuery = """
         select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
         from attempts where state in ('assigned', 'running') group by host_id
@@ -384,6 +384,19 @@ struct ScaleDatabase {
     func breakdown(headLimit: Int, runPlacer: Bool) async throws -> [String: Double] {
         try await client.withConnection { connection in
             try await connection.query("begin", logger: logger)
+            do {
+                let times = try await breakdownParts(connection, headLimit: headLimit, runPlacer: runPlacer)
+                try await connection.query("rollback", logger: logger)
+                return times
+            } catch {
+                _ = try? await connection.query("rollback", logger: logger)
+                throw error
+            }
+        }
+    }
+
+    func breakdownParts(_ connection: PostgresConnection, headLimit: Int, runPlacer: Bool) async throws -> [String: Double] {
+        do {
             var times: [String: Double] = [:]
             var t = Ticks.now()
             var pending: [PendingJob] = []
@@ -435,7 +448,6 @@ struct ScaleDatabase {
                 times["placer"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
                 _ = placements.count
             }
-            try await connection.query("rollback", logger: logger)
             return times
         }
     }
@@ -452,11 +464,30 @@ struct ScaleDatabase {
         text += try await explain("queue head (Store.schedulingPass), queue fully requeued", Self.headQuery)
         text += try await explain("queue head with FOR UPDATE SKIP LOCKED (the form the pass used before it locked only the jobs it places)", Self.headQueryLocking)
         let pass = try await store.schedulingPass()
+        text += "\n-- one scheduling pass placed \(pass.placed) of \(pass.examined) examined on \(pass.hosts) hosts.\n"
+        text += "-- [A] the agents' queries right after the pass, with the statistics the burst left (no ANALYZE yet):\n"
+        text += try await explainAgentQueries()
         try await client.query("analyze jobs, attempts, hosts", logger: logger)
-        text += "\n-- one scheduling pass placed \(pass.placed) of \(pass.examined) examined on \(pass.hosts) hosts; then ANALYZE jobs, attempts, hosts (as autovacuum would soon); then:\n"
+        text += "\n-- [B] after ANALYZE jobs, attempts, hosts (as autovacuum would do some time after a burst):\n"
         text += try await explain("queue head (Store.schedulingPass), after one pass", Self.headQuery)
         text += try await explain("active-attempt aggregation (Store.availableHosts)", Self.usageQuery)
         text += try await explain("active hosts (Store.availableHosts)", Self.hostsQuery)
+        text += try await explainAgentQueries()
+        let sizes = try await client.query(
+            """
+            select relname, pg_size_pretty(pg_total_relation_size(oid)), reltuples::bigint from pg_class
+            where relname in ('jobs', 'attempts', 'hosts', 'job_events', 'jobs_queue', 'jobs_pkey', 'attempts_active')
+            order by relname
+            """, logger: logger
+        ).decode((String, String, Int64).self).collect()
+        text += "\n-- relation sizes: " + sizes.map { "\($0.0) \($0.1) (~\($0.2) rows)" }.joined(separator: "; ") + "\n"
+        try await requeue()
+        return text
+    }
+
+    /// The agent side after a pass: assignments fetch, start and heartbeat renewal of the busiest host.
+    func explainAgentQueries() async throws -> String {
+        var text = ""
         let (host, attempt) = try await client.query(
             """
             select host_id, min(id) from attempts where state = 'assigned'
@@ -505,15 +536,6 @@ struct ScaleDatabase {
               and j.id = a.job_id and j.current_attempt = a.id and not j.cancel_requested
             returning a.id
             """)
-        let sizes = try await client.query(
-            """
-            select relname, pg_size_pretty(pg_total_relation_size(oid)), reltuples::bigint from pg_class
-            where relname in ('jobs', 'attempts', 'hosts', 'job_events', 'jobs_queue', 'jobs_pkey', 'attempts_active')
-            order by relname
-            """, logger: logger
-        ).decode((String, String, Int64).self).collect()
-        text += "\n-- relation sizes: " + sizes.map { "\($0.0) \($0.1) (~\($0.2) rows)" }.joined(separator: "; ") + "\n"
-        try await requeue()
         return text
     }
 
@@ -525,10 +547,15 @@ struct ScaleDatabase {
         try await client.withConnection { connection in
             try await connection.query("begin", logger: logger)
             var text = "\n-- \(title)\n" + sql.split(separator: "\n").map { "-- " + $0 }.joined(separator: "\n") + "\n"
-            for try await line in try await connection.query(
-                PostgresQuery(unsafeSQL: "explain (analyze, buffers) " + sql), logger: logger
-            ).decode(String.self) {
-                text += line + "\n"
+            do {
+                for try await line in try await connection.query(
+                    PostgresQuery(unsafeSQL: "explain (analyze, buffers) " + sql), logger: logger
+                ).decode(String.self) {
+                    text += line + "\n"
+                }
+            } catch {
+                _ = try? await connection.query("rollback", logger: logger)
+                throw error
             }
             try await connection.query("rollback", logger: logger)
             return text

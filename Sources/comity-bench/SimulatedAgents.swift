@@ -185,9 +185,52 @@ final class AgentState: Sendable {
         var known = Set<Int64>()
         var held = Set<Int64>()
         var unstarted = 0
+        /// The poller, waiting for the backlog to drain.
+        var drained: CheckedContinuation<Void, Never>?
     }
 
     let state = Mutex(State())
+
+    /// One received assignment was started (or dropped); wakes the poller when it was the last.
+    func oneLessUnstarted() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.unstarted -= 1
+            guard state.unstarted <= 0 else { return nil }
+            defer { state.drained = nil }
+            return state.drained
+        }
+        waiter?.resume()
+    }
+
+    /// Returns as soon as no received assignment waits to be started, after `timeout`, or when cancelled.
+    func waitUntilDrained(timeout: Duration) async {
+        let deadline = Ticks.now() + UInt64(max(0, timeout.components.seconds)) * 1_000_000_000
+            + UInt64(max(0, timeout.components.attoseconds / 1_000_000_000))
+        let wake: @Sendable () -> Void = { [self] in
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                defer { state.drained = nil }
+                return state.drained
+            }
+            waiter?.resume()
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            wake()
+        }
+        defer { timer.cancel() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    if state.unstarted <= 0 || Task.isCancelled || Ticks.now() >= deadline { return true }
+                    state.drained = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            wake()
+        }
+    }
 }
 
 /// One simulated agent: a real API client with its host's own credential, behaving like `comity-agent`: it
@@ -249,8 +292,11 @@ struct SimulatedAgent: Sendable {
         var lastPoll: UInt64 = 0
         while !Task.isCancelled {
             // With a backlog, the server would answer at once with the same assignments: wait for it to drain.
-            while state.state.withLock({ $0.unstarted }) > 0, Ticks.now() - lastPoll < Self.backlogPollNanoseconds, !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(100))
+            if state.state.withLock({ $0.unstarted }) > 0 {
+                let elapsed = Ticks.now() - lastPoll
+                if elapsed < Self.backlogPollNanoseconds {
+                    await state.waitUntilDrained(timeout: .nanoseconds(Int64(Self.backlogPollNanoseconds - elapsed)))
+                }
             }
             if Task.isCancelled { return }
             lastPoll = Ticks.now()
@@ -289,7 +335,7 @@ struct SimulatedAgent: Sendable {
     private func process(_ assignment: Assignment, _ state: AgentState) async {
         defer { state.state.withLock { _ = $0.held.remove(assignment.attempt) } }
         if control.draining.withLock({ $0 }) {
-            state.state.withLock { $0.unstarted -= 1 }
+            state.oneLessUnstarted()
             control.backlog.withLock { $0 -= 1 }
             return
         }
@@ -299,14 +345,12 @@ struct SimulatedAgent: Sendable {
             let ack: AttemptAck
             do {
                 ack = try await retrying { try await client.start(attempt: assignment.attempt) }
-                state.state.withLock { $0.unstarted -= 1 }
+                state.oneLessUnstarted()
                 control.backlog.withLock { $0 -= 1 }
             } catch {
                 // Not started: forget it, so that the next poll (which lists it again) brings it back.
-                state.state.withLock { state in
-                    state.unstarted -= 1
-                    state.known.remove(assignment.attempt)
-                }
+                state.state.withLock { _ = $0.known.remove(assignment.attempt) }
+                state.oneLessUnstarted()
                 control.backlog.withLock { $0 -= 1 }
                 throw error
             }

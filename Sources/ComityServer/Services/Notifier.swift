@@ -64,13 +64,17 @@ package final class Notifier: Sendable {
 
     /// Returns when `key`'s generation differs from `generation`, or after `timeout`, or on cancellation.
     package func wait(for key: Key, since generation: UInt64, timeout: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitForChange(of: key, since: generation) }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            // A request's task sees the server's graceful shutdown: answer now rather than hold the shutdown.
-            group.addTask { try? await gracefulShutdown() }
-            await group.next()
-            group.cancelAll()
+        // A request's task sees the server's graceful shutdown: every waiter answers now rather than hold it. (The
+        // handler is a plain callback: no extra task per wait, which matters on the dispatch path.)
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.waitForChange(of: key, since: generation) }
+                group.addTask { try? await Task.sleep(for: timeout) }
+                await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.shutDown()
         }
     }
 
