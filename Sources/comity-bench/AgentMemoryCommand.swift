@@ -62,7 +62,7 @@ struct AgentMemoryCommand: AsyncParsableCommand {
                 "--server", server, "--join-token", join.token, "--state-dir", stateDir, "--resources", resourcesFile,
                 "--name", name, "--log-level", "warning",
             ]
-            FileManager.default.createFile(atPath: workDir + "/agent.log", contents: nil)
+            _ = FileManager.default.createFile(atPath: workDir + "/agent.log", contents: nil)
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: workDir + "/agent.log"))
             process.standardOutput = log
             process.standardError = log

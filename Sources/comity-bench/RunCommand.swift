@@ -270,25 +270,41 @@ struct RunOptions: ParsableArguments {
         let logger = BenchLogging.logger("comity.bench.run")
         let url = try DatabaseURL(databaseURL)
         let cancelled = try await PostgresClient.with(try url.clientConfiguration(maxConnections: 1), logger: logger) { client in
-            // As `comity cancel` does for jobs not yet started: the job and its assigned attempt end cancelled.
-            // Attempts first (the order the server's start uses); retried when PostgreSQL picks it as a deadlock victim.
+            // As `comity cancel` does for jobs not yet started: the job, and its attempt when assigned, end cancelled.
+            // In batches that skip rows the server holds, so that the cancel never waits on (or deadlocks with) the
+            // server's own transactions; until nothing is left (a pass may assign queued jobs meanwhile).
             var count: Int64 = 0
-            for attempt in 1... {
-                do {
-                    count = try await client.query(
-                        """
-                        with a as (
-                            update attempts a set state = 'cancelled', ended_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
-                            from jobs j where j.current_attempt = a.id and j.state = 'assigned' and a.state = 'assigned'
-                            returning a.job_id
-                        ), j as (
-                            update jobs set state = 'cancelled', finished_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
-                            where state = 'queued' or id in (select job_id from a) returning 1
-                        ) select count(*) from j
-                        """, logger: logger
-                    ).decode(Int64.self).collect().first ?? 0
-                    break
-                } catch let error as PSQLError where ["40P01", "40001"].contains(error.serverInfo?[.sqlState] ?? "") && attempt < 20 {
+            while true {
+                let assigned = try await client.query(
+                    """
+                    with c as (
+                        select a.id as attempt, j.id as job from attempts a join jobs j on j.current_attempt = a.id
+                        where j.state = 'assigned' and a.state = 'assigned'
+                        order by a.id limit 2000 for update of a, j skip locked
+                    ), a as (
+                        update attempts set state = 'cancelled', ended_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
+                        where id in (select attempt from c)
+                    ), j as (
+                        update jobs set state = 'cancelled', finished_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
+                        where id in (select job from c) returning 1
+                    ) select count(*) from j
+                    """, logger: logger
+                ).decode(Int64.self).collect().first ?? 0
+                let queued = try await client.query(
+                    """
+                    with c as (
+                        select id from jobs where state = 'queued' order by id limit 10000 for update skip locked
+                    ), j as (
+                        update jobs set state = 'cancelled', finished_at = now(), reason = 'cancelled by ops/bench: lifecycle time limit'
+                        where id in (select id from c) returning 1
+                    ) select count(*) from j
+                    """, logger: logger
+                ).decode(Int64.self).collect().first ?? 0
+                count += assigned + queued
+                if assigned + queued == 0 {
+                    let left = try await client.query("select count(*) from jobs where state in ('queued', 'assigned')", logger: logger)
+                        .decode(Int64.self).collect().first ?? 0
+                    if left == 0 { break }
                     try await Task.sleep(for: .milliseconds(100))
                 }
             }

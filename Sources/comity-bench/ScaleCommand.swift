@@ -5,6 +5,7 @@ import ComityStore
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// `comity-bench scale`: the scheduling pass's cost against queue depth and pool size, straight on the database.
 struct ScaleCommand: AsyncParsableCommand {
@@ -194,6 +195,18 @@ struct ScaleCommand: AsyncParsableCommand {
     }
 }
 
+/// The same cache as ComityStore's (internal) GPUCache: a host's GPU list is decoded again only when its JSON changed.
+final class BenchGPUCache: Sendable {
+    private let entries = Mutex<[Int64: (text: String, gpus: [GPU])]>([:])
+
+    func gpus(host: Int64, json: String) throws -> [GPU] {
+        if let entry = entries.withLock({ $0[host] }), entry.text == json { return entry.gpus }
+        let gpus = try WireJSON.sharedDecoder.decode([GPU].self, from: Data(json.utf8))
+        entries.withLock { $0[host] = (json, gpus) }
+        return gpus
+    }
+}
+
 func round1(_ value: Double) -> Double { (value * 10).rounded() / 10 }
 
 func numberText(_ value: JSONValue) -> String {
@@ -378,9 +391,13 @@ struct ScaleDatabase {
         where state = 'active' and last_heartbeat > now() - make_interval(secs => 30.0)
         """
 
-    /// Times the parts of a pass the way `Store.schedulingPass` runs them (same queries, same decoding, the same
-    /// `Placer`), in a transaction that is rolled back: head select, usage aggregation, hosts (with GPU JSON
-    /// decoding), placer. What the full pass takes beyond these is the write and the commit.
+    /// Times the parts of a pass the way `Store.schedulingPass` runs them (same queries, the same per-host cache of
+    /// decoded GPU lists, the same `Placer`), in a transaction that is rolled back: head select, usage aggregation,
+    /// hosts select, building the hosts' free capacity (GPU lists), placer. What the full pass takes beyond these is
+    /// the write and the commit. A replica kept in step with Store+Scheduler.swift by hand: compare when it changes.
+    /// Each host's decoded GPU list, kept with the JSON text it came from, as `Store`'s GPUCache keeps it.
+    static let gpuCache = BenchGPUCache()
+
     func breakdown(headLimit: Int, runPlacer: Bool) async throws -> [String: Double] {
         try await client.withConnection { connection in
             try await connection.query("begin", logger: logger)
@@ -431,17 +448,16 @@ struct ScaleDatabase {
             }
             times["hosts_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
             t = Ticks.now()
-            let decoder = WireJSON.decoder()
             var hosts: [HostAvailability] = []
             for (id, cpu, memory, gpusText) in rows {
-                let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
+                let gpus = try Self.gpuCache.gpus(host: id, json: gpusText)
                 let usage = used[id] ?? (0, 0, [])
                 hosts.append(
                     HostAvailability(
                         id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
                         freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count))
             }
-            times["hosts_gpu_json_decode"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+            times["hosts_gpu_lists"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
             if runPlacer {
                 t = Ticks.now()
                 let placements = Placer.place(pending, on: hosts)
