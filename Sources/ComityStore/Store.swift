@@ -178,6 +178,7 @@ extension AsyncSequence {
 
 extension PostgresClient {
     /// Runs `body` with a client whose pool runs for exactly as long as `body` (for one-shot commands).
+    @discardableResult
     package static func with<T: Sendable>(
         _ configuration: PostgresClient.Configuration, logger: Logger, _ body: @Sendable (PostgresClient) async throws -> T
     ) async throws -> T {
