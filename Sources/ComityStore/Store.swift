@@ -161,13 +161,6 @@ package struct Store: Sendable {
     }
 }
 
-extension PostgresRowSequence {
-    /// All rows, decoded.
-    func all<T: PostgresDecodable>(_ type: T.Type) async throws -> [T] {
-        try await decode(T.self).collect()
-    }
-}
-
 extension AsyncSequence {
     package func collect() async throws -> [Element] {
         var items: [Element] = []

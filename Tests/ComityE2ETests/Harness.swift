@@ -144,7 +144,7 @@ final class Pool: @unchecked Sendable {
         case .exited(let code): status = code
         case .signaled(let signal): status = 128 + signal
         }
-        return CommandResult(status: status, stdout: result.standardOutput ?? "", stderr: result.standardError ?? "")
+        return CommandResult(status: status, stdout: result.standardOutput, stderr: result.standardError)
     }
 
     /// Starts a long-running binary in its own session, output to a log file; returns its pid.
