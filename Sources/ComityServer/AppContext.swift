@@ -31,6 +31,11 @@ package struct AppContext: RequestContext {
 
     /// The principal if its role is one of `roles`, else 403.
     package func require(_ roles: Role..., action: String) throws -> Principal {
+        try require(roles, action: action)
+    }
+
+    /// The principal if its role is one of `roles`, else 403.
+    package func require(_ roles: [Role], action: String) throws -> Principal {
         let principal = try requirePrincipal()
         guard roles.contains(principal.role) else {
             throw APIError.forbidden("role \(principal.role.rawValue) may not \(action)")

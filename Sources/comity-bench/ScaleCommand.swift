@@ -544,13 +544,17 @@ struct ScaleDatabase {
             select pg_notify('comity_job', id::text) from j
             """)
         text += try await explain(
-            "heartbeat lease renewal (Store.heartbeat, its `kept` part) of host \(host)'s \(held.count) attempts",
+            "heartbeat (Store.heartbeat, its `kept` and `renewed` parts) of host \(host)'s \(held.count) attempts",
             """
-            update attempts a set lease_expires_at = now() + make_interval(secs => 30.0)
-            from jobs j
-            where a.id = any('{\(held.map(String.init).joined(separator: ","))}'::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
-              and j.id = a.job_id and j.current_attempt = a.id and not j.cancel_requested
-            returning a.id
+            with kept as (
+                select a.id, a.lease_expires_at from attempts a join jobs j on j.id = a.job_id
+                where a.id = any('{\(held.map(String.init).joined(separator: ","))}'::bigint[]) and a.host_id = \(host)
+                  and a.state in ('assigned', 'running') and j.current_attempt = a.id and not j.cancel_requested
+            ), renewed as (
+                update attempts a set lease_expires_at = now() + make_interval(secs => 30.0)
+                from kept where a.id = kept.id and kept.lease_expires_at < now() + make_interval(secs => 15.0)
+            )
+            select count(*) from kept
             """)
         return text
     }

@@ -261,7 +261,10 @@ struct EndToEndTests {
             resources: {cpus: 1, memory: 1Gi, gpus: 1, gpu_model: B200}
             """)
         let b200ID = try await pool.submit(b200)
-        try await Task.sleep(for: .seconds(3))  // several scheduling passes (2 s safety timer, plus notifications)
+        // A job submitted after it at the same priority is examined after it in the same or a later pass: once
+        // that one has run, the scheduler has seen the B200 job and left it queued.
+        let probe = try await pool.submit(cpu)
+        try await pool.waitFor(probe, [.succeeded, .failed, .cancelled])
         #expect(try await pool.job(b200ID).state == .queued)
         try await pool.cliOK(["cancel", String(b200ID)])
     }

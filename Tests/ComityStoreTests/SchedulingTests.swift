@@ -14,10 +14,9 @@ struct SchedulingTests {
     func concurrentPassesNeverDoubleAssign() async throws {
         try await TestDatabase.withDatabase { client, database in
             let seed = try await TestDatabase.seeded(client)
-            var hosts: [Int64] = []
             for index in 0..<6 {
                 let gpus = (0..<4).map { GPU(index: $0, uuid: "GPU-\(index)-\($0)", model: "NVIDIA H100", memoryBytes: 80 << 30) }
-                hosts.append(try await seed.enroll("h\(index)", cpus: 8, gpus: index.isMultiple(of: 2) ? gpus : []).host)
+                _ = try await seed.enroll("h\(index)", cpus: 8, gpus: index.isMultiple(of: 2) ? gpus : [])
             }
             for index in 0..<300 {
                 _ = try await seed.submit("j\(index)", cpus: 1 + index % 3, gpus: index % 5 == 0 ? 1 + index % 2 : 0, priority: index % 7)
@@ -62,7 +61,6 @@ struct SchedulingTests {
             ).decode(Int64.self).collect()[0]
             #expect(placed > 0)
             #expect(usedCPU >= 40_000)
-            #expect(hosts.count == 6)
         }
     }
 
@@ -148,7 +146,7 @@ struct SchedulingTests {
             let job = try await seed.submit("retry-me", retries: 1)
             _ = try await seed.store.schedulingPass()
             #expect(try await seed.state(job).host == "dead")
-            let alive = try await seed.enroll("alive", cpus: 2)
+            _ = try await seed.enroll("alive", cpus: 2)
             try await client.query(
                 "update attempts set lease_expires_at = now() - interval '1 second' where host_id = \(dead.host)", logger: logger)
             try await client.query("update hosts set last_heartbeat = now() - interval '1 minute' where id = \(dead.host)", logger: logger)
@@ -159,7 +157,6 @@ struct SchedulingTests {
             // Its next heartbeat brings the host back.
             _ = try await seed.store.heartbeat(host: dead.host, HeartbeatRequest(attempts: []))
             #expect(try await seed.store.hosts(hostID: dead.host).first?.state == .active)
-            _ = alive
         }
     }
 

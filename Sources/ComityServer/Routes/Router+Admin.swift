@@ -93,11 +93,3 @@ extension Routes {
         }
     }
 }
-
-extension AppContext {
-    func require(_ roles: [Role], action: String) throws -> Principal {
-        let principal = try requirePrincipal()
-        guard roles.contains(principal.role) else { throw APIError.forbidden("role \(principal.role.rawValue) may not \(action)") }
-        return principal
-    }
-}
