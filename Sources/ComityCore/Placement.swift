@@ -7,13 +7,19 @@ public struct HostAvailability: Sendable, Hashable {
     public var freeGPUs: [GPU]
     /// All GPUs the host has, free or not (a host with GPUs is kept for GPU jobs where possible).
     public var totalGPUs: Int
+    /// The owner: its own jobs go to its own hosts first.
+    public var partnerID: Int64
+    /// Hosts with the same key get the same sovereignty verdict for every job (see ``PolicyHostKey``).
+    public var policyKey: Int
 
-    public init(id: Int64, freeCPUMillis: Int, freeMemoryBytes: Int64, freeGPUs: [GPU], totalGPUs: Int) {
+    public init(id: Int64, freeCPUMillis: Int, freeMemoryBytes: Int64, freeGPUs: [GPU], totalGPUs: Int, partnerID: Int64 = 0, policyKey: Int = 0) {
         self.id = id
         self.freeCPUMillis = freeCPUMillis
         self.freeMemoryBytes = freeMemoryBytes
         self.freeGPUs = freeGPUs
         self.totalGPUs = totalGPUs
+        self.partnerID = partnerID
+        self.policyKey = policyKey
     }
 }
 
@@ -22,11 +28,17 @@ public struct PendingJob: Sendable, Hashable {
     public var id: Int64
     public var resources: ResourceRequest
     public var priority: Int
+    public var partnerID: Int64
+    /// Jobs with the same class get the same sovereignty verdict on every host (same project, kind, inputs and
+    /// runtime bound).
+    public var policyClass: Int
 
-    public init(id: Int64, resources: ResourceRequest, priority: Int) {
+    public init(id: Int64, resources: ResourceRequest, priority: Int, partnerID: Int64 = 0, policyClass: Int = 0) {
         self.id = id
         self.resources = resources
         self.priority = priority
+        self.partnerID = partnerID
+        self.policyClass = policyClass
     }
 }
 
@@ -50,8 +62,13 @@ public struct Placement: Sendable, Hashable {
 /// fitting host with the least waste: a GPU job to the host whose matching free GPUs are fewest (big GPU hosts stay
 /// free for big jobs), a CPU job to a host without GPUs where one fits, then to the one with the least CPU left.
 /// A job that fits nowhere is skipped; later, smaller jobs may still be placed (no reservation yet).
+///
+/// Only hosts that `eligible(policyClass, policyKey)` admits are considered (the sovereignty engine's verdict,
+/// memoized by the caller); among them, the job's own partner's hosts come first.
 public enum Placer {
-    public static func place(_ jobs: [PendingJob], on hosts: [HostAvailability]) -> [Placement] {
+    public static func place(
+        _ jobs: [PendingJob], on hosts: [HostAvailability], eligible: ((_ policyClass: Int, _ policyKey: Int) -> Bool)? = nil
+    ) -> [Placement] {
         var hosts = hosts
         var placements: [Placement] = []
         placements.reserveCapacity(min(jobs.count, hosts.count * 4))
@@ -59,15 +76,20 @@ public enum Placer {
         // look-alikes (most hosts of a pool are alike, and idle ones stay alike) instead of every host.
         var groups = HostGroups(hosts)
         // Capacity only shrinks during a pass: a request that fit nowhere will fit nowhere later in the same pass.
-        var fitsNowhere: Set<ResourceRequest> = []
+        var fitsNowhere: Set<NowhereKey> = []
         var matchers: [ResourceRequest: Matcher] = [:]
         for job in jobs {
             let request = job.resources
-            if fitsNowhere.contains(request) { continue }
+            let key = NowhereKey(request: request, policyClass: job.policyClass, partnerID: job.partnerID)
+            if fitsNowhere.contains(key) { continue }
             var matcher = matchers[request] ?? Matcher(request)
             defer { matchers[request] = matcher }
-            guard let index = bestHost(for: request, among: hosts, candidates: groups.representatives, matcher: &matcher) else {
-                fitsNowhere.insert(request)
+            guard
+                let index = bestHost(
+                    for: request, among: hosts, candidates: groups.representatives, matcher: &matcher,
+                    admits: { host in eligible?(job.policyClass, host.policyKey) ?? true }, partnerID: job.partnerID)
+            else {
+                fitsNowhere.insert(key)
                 continue
             }
             let gpus = Self.gpus(for: request, on: hosts[index], matcher: &matcher)
@@ -81,8 +103,16 @@ public enum Placer {
         return placements
     }
 
+    struct NowhereKey: Hashable {
+        var request: ResourceRequest
+        var policyClass: Int
+        var partnerID: Int64
+    }
+
     /// What scoring sees of a host: two hosts with the same shape fit and score alike for every request.
     struct HostShape: Hashable {
+        var partnerID: Int64
+        var policyKey: Int
         var freeCPUMillis: Int
         var freeMemoryBytes: Int64
         var totalGPUs: Int
@@ -96,6 +126,8 @@ public enum Placer {
         }
 
         init(_ host: HostAvailability) {
+            partnerID = host.partnerID
+            policyKey = host.policyKey
             freeCPUMillis = host.freeCPUMillis
             freeMemoryBytes = host.freeMemoryBytes
             totalGPUs = host.totalGPUs
@@ -190,16 +222,18 @@ public enum Placer {
         return Array(matching.sorted().prefix(request.gpus))
     }
 
-    /// The fitting host with the least waste. Lower scores are better: matching GPUs left free beside the job (a CPU
-    /// job counts all the host's GPUs, so it goes to hosts without GPUs first), then CPU and memory left over.
+    /// The eligible fitting host with the least waste. Lower scores are better: the job's own partner's hosts first,
+    /// then matching GPUs left free beside the job (a CPU job counts all the host's GPUs, so it goes to hosts
+    /// without GPUs first), then CPU and memory left over.
     static func bestHost(
-        for request: ResourceRequest, among hosts: [HostAvailability], candidates: [Int], matcher: inout Matcher
+        for request: ResourceRequest, among hosts: [HostAvailability], candidates: [Int], matcher: inout Matcher,
+        admits: (HostAvailability) -> Bool = { _ in true }, partnerID: Int64 = 0
     ) -> Int? {
         var best: Int?
-        var bestScore = (Int.max, Int.max, Int64.max)
+        var bestScore = (Int.max, Int.max, Int.max, Int64.max)
         for index in candidates {
             let host = hosts[index]
-            guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes else { continue }
+            guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes, admits(host) else { continue }
             let spareGPUs: Int
             if request.gpus == 0 {
                 spareGPUs = host.totalGPUs
@@ -209,11 +243,12 @@ public enum Placer {
                 guard matching >= request.gpus else { continue }
                 spareGPUs = matching - request.gpus
             }
-            let score = (spareGPUs, host.freeCPUMillis - request.cpuMillis, host.freeMemoryBytes - request.memoryBytes)
+            let guest = host.partnerID == partnerID ? 0 : 1
+            let score = (guest, spareGPUs, host.freeCPUMillis - request.cpuMillis, host.freeMemoryBytes - request.memoryBytes)
             if score < bestScore {
                 best = index
                 bestScore = score
-                if score == (0, 0, 0) { break }  // a perfect fit: nothing can beat it
+                if score == (0, 0, 0, 0) { break }  // a perfect fit: nothing can beat it
             }
         }
         return best

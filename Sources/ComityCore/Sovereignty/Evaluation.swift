@@ -1,0 +1,434 @@
+import Foundation
+
+/// Where a job's data may go, as the database checks it (see `migrations/0002_sovereignty.sql`).
+public enum PermittedJurisdictions: Sendable, Hashable {
+    case anywhere
+    /// Only these jurisdiction codes (possibly none).
+    case only(Set<String>)
+
+    /// `nil` for anywhere, else the sorted codes.
+    public var codes: [String]? {
+        switch self {
+        case .anywhere: nil
+        case .only(let codes): codes.sorted()
+        }
+    }
+}
+
+extension ActivePolicies {
+    /// A constraint a job must meet because of one input: the input's own rule, or that of a source it was derived
+    /// from (unless the source's steward relaxed it).
+    struct Obligation {
+        /// The input the job names.
+        var input: String
+        /// The dataset whose rule binds (the input itself or a source).
+        var source: String
+        var rule: DatasetRule
+        var label: String
+
+        var subject: String { input == source ? input : "\(input)←\(source)" }
+    }
+
+    /// Every obligation of the job's inputs, and what could not be resolved.
+    func obligations(_ job: JobFacts) -> (obligations: [Obligation], unknown: [String], errors: [Reason]) {
+        var result: [Obligation] = []
+        var unknown: [String] = []
+        var errors: [Reason] = []
+        for input in job.inputs {
+            guard let version = datasets[input], case .dataset(let rule) = version.document.body else {
+                unknown.append(input)
+                continue
+            }
+            result.append(Obligation(input: input, source: input, rule: rule, label: version.label))
+            var queue = rule.derivedFrom.filter { $0.relaxed == nil }.map(\.source)
+            var seen: Set<String> = [input]
+            while let source = queue.popLast() {
+                guard seen.insert(source).inserted else { continue }
+                guard let sourceVersion = datasets[source], case .dataset(let sourceRule) = sourceVersion.document.body else {
+                    errors.append(
+                        Reason(.evalError, subject: version.label, rule: version.label, category: .evaluation,
+                               detail: "\(input) is derived from \(source), which is not in force: its constraints cannot be evaluated"))
+                    continue
+                }
+                result.append(Obligation(input: input, source: source, rule: sourceRule, label: sourceVersion.label))
+                queue += sourceRule.derivedFrom.filter { $0.relaxed == nil }.map(\.source)
+            }
+        }
+        return (result, unknown, errors)
+    }
+
+    func dataClass(_ obligations: [Obligation]) -> DataClass {
+        obligations.map(\.rule.dataClass).max() ?? .public
+    }
+
+    /// Host-independent reasons the job cannot run: anything here excludes every host. Reasons of category `.job`
+    /// mean no fleet could ever run it (rejected at submission); `.evaluation` ones mean a rule is broken (the job
+    /// waits, fail closed).
+    public func jobReasons(_ job: JobFacts) -> [Reason] {
+        var reasons: [Reason] = []
+        let (obligations, unknown, errors) = obligations(job)
+        for name in unknown {
+            let hint = Suggestion.closest(to: name, among: datasets.keys).map { "; did you mean \($0)?" } ?? ""
+            reasons.append(Reason(.unknownDataset, subject: name, category: .job, detail: "unknown dataset \(name)\(hint)"))
+        }
+        reasons += errors
+        guard let project = facts.projects[job.project] else {
+            reasons.append(Reason(.unknownProject, subject: job.project, category: .job, detail: "unknown project \(job.project)"))
+            return reasons
+        }
+        let partnerCommercial = facts.partners[job.partner]?.commercial ?? false
+        for obligation in obligations {
+            let use = obligation.rule.use
+            func fail(_ condition: String, _ detail: String) {
+                reasons.append(
+                    Reason(.useCondition, subject: "\(condition),\(obligation.subject)", rule: obligation.label, category: .job,
+                           detail: "\(obligation.subject): \(detail)"))
+            }
+            if let purposes = use.purposes {
+                if let purpose = project.purpose {
+                    if !purposes.contains(purpose) {
+                        fail("PURPOSE", "only for purposes \(purposes.joined(separator: ", ")); project \(job.project) is for \(purpose)")
+                    }
+                } else {
+                    fail("PURPOSE", "only for purposes \(purposes.joined(separator: ", ")); project \(job.project) declares no purpose")
+                }
+            }
+            if use.nonCommercial, project.commercial || partnerCommercial {
+                fail("NCU", "non-commercial use only; \(project.commercial ? "project \(job.project)" : "partner \(job.partner)") is commercial")
+            }
+            if let partners = use.partners, !partners.contains(job.partner) {
+                fail("PARTNER", "only for partners \(partners.joined(separator: ", ")); the job is \(job.partner)'s")
+            }
+            if let projects = use.projects, !projects.contains(job.project) {
+                fail("PROJECT", "only for projects \(projects.joined(separator: ", "))")
+            }
+            if let kinds = use.kinds, !kinds.contains(job.kind) {
+                fail("KIND", "only for \(kinds.map(\.rawValue).joined(separator: ", ")) jobs; this is \(job.kind.rawValue)")
+            }
+        }
+        var classed = job
+        classed.dataClass = dataClass(obligations)
+        for version in federation {
+            guard case .federation(let policy) = version.document.body else { continue }
+            for rule in policy.forbid where rule.jurisdictions == nil && rule.match.matches(classed) {
+                reasons.append(
+                    Reason(.federationForbidJob, subject: "\(version.document.name)#\(rule.id)", rule: version.label, category: .job,
+                           detail: "federation rule \(version.document.name)#\(rule.id) forbids this job everywhere"))
+            }
+        }
+        if unknown.isEmpty, errors.isEmpty, case .only(let codes) = permitted(job), codes.isEmpty {
+            let constraints = obligations.compactMap { o in o.rule.residency.allow.map { "\(o.subject) allows \($0.joined(separator: ", "))" } }
+            reasons.append(
+                Reason(.residencyEmpty, category: .job,
+                       detail: "the inputs' residencies have no jurisdiction in common (\(constraints.joined(separator: "; ")))"))
+        }
+        return reasons
+    }
+
+    /// The jurisdictions the job's data may ever reach (conditional set members included): what the database
+    /// checks when an attempt is bound to a host. Rules that cannot be evaluated permit nowhere.
+    public func permitted(_ job: JobFacts) -> PermittedJurisdictions {
+        let (obligations, unknown, errors) = obligations(job)
+        if !unknown.isEmpty || !errors.isEmpty { return .only([]) }
+        var result: Set<String>?
+        func intersect(_ codes: Set<String>) { result = result.map { $0.intersection(codes) } ?? codes }
+        for obligation in obligations {
+            let residency = obligation.rule.residency
+            if let allow = residency.allow {
+                guard let codes = possibleCodes(allow) else { return .only([]) }
+                intersect(codes)
+            }
+            if !residency.deny.isEmpty {
+                guard possibleCodes(residency.deny) != nil else { return .only([]) }
+                intersect(Set(descendants.keys).subtracting(certainCodes(residency.deny)))
+            }
+            if let exportClass = obligation.rule.exportClass {
+                guard let allowed = exportAllowed(exportClass), let codes = possibleCodes(allowed) else { return .only([]) }
+                intersect(codes)
+            }
+        }
+        var classed = job
+        classed.dataClass = dataClass(obligations)
+        for version in federation {
+            guard case .federation(let policy) = version.document.body else { continue }
+            for rule in policy.forbid where rule.match.matches(classed) {
+                if let jurisdictions = rule.jurisdictions {
+                    guard possibleCodes(jurisdictions) != nil else { return .only([]) }
+                    intersect(Set(descendants.keys).subtracting(certainCodes(jurisdictions)))
+                } else {
+                    return .only([])
+                }
+            }
+        }
+        return result.map(PermittedJurisdictions.only) ?? .anywhere
+    }
+
+    func exportAllowed(_ exportClass: String) -> [String]? {
+        for version in federation {
+            if case .federation(let policy) = version.document.body, let allowed = policy.exportClasses[exportClass] { return allowed }
+        }
+        return nil
+    }
+
+    /// Whether `job` may run on `host` at `time` under these rules, with every failing rule and every rule that
+    /// admitted it. Capacity is not considered here (see ``CapacityCheck``).
+    public func evaluate(_ job: JobFacts, on host: HostFacts, at time: Date, checkWindows: Bool = true) -> Verdict {
+        var verdict = Verdict()
+        verdict.failures = jobReasons(job)
+        switch host.condition {
+        case .up: break
+        case .down: verdict.failures.append(Reason(.hostDown, category: .host, detail: "\(host.name) is down (no recent heartbeat)"))
+        case .draining: verdict.failures.append(Reason(.hostDraining, category: .host, detail: "\(host.name) is draining"))
+        }
+        let (obligations, _, _) = obligations(job)
+        var classed = job
+        classed.dataClass = dataClass(obligations)
+        for obligation in obligations { checkData(obligation, host, into: &verdict) }
+        checkFederation(classed, host, into: &verdict)
+        checkDonor(classed, host, at: time, checkWindows: checkWindows, into: &verdict)
+        return verdict
+    }
+
+    func evalError(_ rule: String?, _ error: EvaluationError) -> Reason {
+        let name = error.rule ?? rule ?? "rule"
+        return Reason(.evalError, subject: name, rule: error.rule ?? rule, category: .evaluation, detail: error.message + " (fail closed)")
+    }
+
+    func checkData(_ obligation: Obligation, _ host: HostFacts, into verdict: inout Verdict) {
+        let residency = obligation.rule.residency
+        let inherited = obligation.input == obligation.source ? "" : " (inherited from \(obligation.source))"
+        var passed = true
+        if let allow = residency.allow {
+            switch contains(allow, host) {
+            case .failure(let error):
+                verdict.failures.append(evalError(obligation.label, error))
+                passed = false
+            case .success(false):
+                verdict.failures.append(
+                    Reason(.residency, subject: obligation.subject, rule: obligation.label, category: .data,
+                           detail: "host jurisdiction \(host.jurisdiction) not in \(allow.joined(separator: ", "))\(inherited)",
+                           brief: "\(allow.joined(separator: ", ")) only"))
+                passed = false
+            case .success(true): break
+            }
+        }
+        if !residency.deny.isEmpty {
+            switch contains(residency.deny, host) {
+            case .failure(let error):
+                verdict.failures.append(evalError(obligation.label, error))
+                passed = false
+            case .success(true):
+                verdict.failures.append(
+                    Reason(.residency, subject: obligation.subject, rule: obligation.label, category: .data,
+                           detail: "host jurisdiction \(host.jurisdiction) is in \(residency.deny.joined(separator: ", ")), which \(obligation.source) denies\(inherited)",
+                           brief: "not \(residency.deny.joined(separator: ", "))"))
+                passed = false
+            case .success(false): break
+            }
+        }
+        if let partners = residency.partners, !partners.contains(host.partner) {
+            verdict.failures.append(
+                Reason(.residency, subject: obligation.subject, rule: obligation.label, category: .data,
+                       detail: "host owner \(host.partner) is not among \(partners.joined(separator: ", "))\(inherited)",
+                       brief: "hosts of \(partners.joined(separator: ", ")) only"))
+            passed = false
+        }
+        for (label, value) in residency.hostLabels.sorted(by: { $0.key < $1.key }) where host.labels[label] != value {
+            verdict.failures.append(
+                Reason(.labelRequired, subject: obligation.subject, rule: obligation.label, category: .data,
+                       detail: "needs host label \(label)=\(value); \(host.name) has \(host.labels[label].map { "\(label)=\($0)" } ?? "none")\(inherited)",
+                       brief: "\(label)=\(value)"))
+            passed = false
+        }
+        if let exportClass = obligation.rule.exportClass {
+            if let allowed = exportAllowed(exportClass) {
+                switch contains(allowed, host) {
+                case .failure(let error):
+                    verdict.failures.append(evalError(obligation.label, error))
+                case .success(false):
+                    verdict.failures.append(
+                        Reason(.exportControl, subject: obligation.subject, rule: obligation.label, category: .data,
+                               detail: "export class \(exportClass) may be loaded only in \(allowed.joined(separator: ", ")); host is in \(host.jurisdiction)\(inherited)",
+                               brief: "\(exportClass): \(allowed.joined(separator: ", "))"))
+                case .success(true):
+                    verdict.admittedBy.append(
+                        Reason(.exportOK, subject: obligation.subject, rule: obligation.label, category: .admitted,
+                               detail: "export class \(exportClass) allows \(host.jurisdiction)"))
+                }
+            } else {
+                verdict.failures.append(
+                    evalError(obligation.label, EvaluationError(rule: obligation.label, message: "export class \(exportClass) is not defined by any federation policy in force")))
+            }
+        }
+        if passed {
+            verdict.admittedBy.append(
+                Reason(.residencyOK, subject: obligation.subject, rule: obligation.label, category: .admitted,
+                       detail: residency.allow.map { "host jurisdiction \(host.jurisdiction) is in \($0.joined(separator: ", "))" } ?? "no residency limit"))
+        }
+    }
+
+    func checkFederation(_ job: JobFacts, _ host: HostFacts, into verdict: inout Verdict) {
+        var forbidden = false
+        for version in federation {
+            guard case .federation(let policy) = version.document.body else { continue }
+            for rule in policy.forbid where rule.match.matches(job) {
+                let subject = "\(version.document.name)#\(rule.id)"
+                guard let jurisdictions = rule.jurisdictions else { continue }  // job-level: in jobReasons
+                switch contains(jurisdictions, host) {
+                case .failure(let error):
+                    verdict.failures.append(evalError(version.label, error))
+                    forbidden = true
+                case .success(true):
+                    verdict.failures.append(
+                        Reason(.federationForbid, subject: subject, rule: version.label, category: .federation,
+                               detail: "federation rule \(subject) forbids such jobs in \(jurisdictions.joined(separator: ", "))"))
+                    forbidden = true
+                case .success(false): break
+                }
+            }
+        }
+        if !forbidden {
+            verdict.admittedBy.append(Reason(.noForbid, category: .admitted, detail: "no federation forbid matches"))
+        }
+    }
+
+    func checkDonor(_ job: JobFacts, _ host: HostFacts, at time: Date, checkWindows: Bool, into verdict: inout Verdict) {
+        if job.partner == host.partner {
+            verdict.admittedBy.append(Reason(.ownHost, category: .admitted, detail: "\(host.name) belongs to \(job.partner): its own jobs are not guests"))
+            return
+        }
+        guard let version = donors[host.partner], case .donorPolicy(let policy) = version.document.body else {
+            verdict.failures.append(
+                Reason(.donorNoPolicy, subject: host.partner, category: .donor,
+                       detail: "\(host.partner) has published no donation policy: its hosts take no guests"))
+            return
+        }
+        let zoneName = host.labels["timezone"] ?? policy.timezone
+        guard let zone = TimeZone(identifier: zoneName) else {
+            verdict.failures.append(
+                evalError(version.label, EvaluationError(rule: version.label, message: "time zone \(zoneName) of \(host.name) is unknown")))
+            return
+        }
+        for rule in policy.forbid where rule.match.matches(job) {
+            verdict.failures.append(
+                Reason(.donorForbid, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
+                       detail: "\(host.partner)'s donation policy forbids such guests (\(rule.id))"))
+        }
+        let candidates = policy.permit.filter { $0.match.matches(job) }
+        guard !candidates.isEmpty else {
+            verdict.failures.append(
+                Reason(.donorNoPermit, subject: host.partner, rule: version.label, category: .donor,
+                       detail: "no permit of \(host.partner)'s donation policy admits \(job.partner)/\(job.project) \(job.kind.rawValue) jobs"))
+            return
+        }
+        let clock = WindowClock(zone: zone)
+        var windowReasons: [Reason] = []
+        for rule in candidates {
+            guard checkWindows, let windows = rule.windows else {
+                verdict.admittedBy.append(
+                    Reason(.donorPermit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .admitted,
+                           detail: "\(host.partner)'s permit \(rule.id) admits this guest"))
+                return
+            }
+            guard clock.isOpen(windows, at: time) else {
+                let next = clock.nextOpen(windows, after: time)
+                let wait = next.map { " (opens in \(Self.duration($0.timeIntervalSince(time))))" } ?? ""
+                windowReasons.append(
+                    Reason(.donorWindow, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
+                           detail: "guests only \(Self.describe(windows)) \(zone.identifier)\(wait)",
+                           brief: "guests \(Self.describe(windows)) \(zone.identifier)\(next.map { ", opens in \(Self.duration($0.timeIntervalSince(time)))" } ?? "")"))
+                continue
+            }
+            if rule.mustFinishWithinWindow, let closes = clock.closing(windows, at: time),
+                time.addingTimeInterval(TimeInterval(job.maxRuntimeSeconds)) > closes
+            {
+                windowReasons.append(
+                    Reason(.donorWindowFit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
+                           detail: "guests must finish within the window, which closes in \(Self.duration(closes.timeIntervalSince(time))); max_runtime is \(Self.duration(TimeInterval(job.maxRuntimeSeconds)))"))
+                continue
+            }
+            verdict.admittedBy.append(
+                Reason(.donorPermit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .admitted,
+                       detail: "\(host.partner)'s permit \(rule.id) admits this guest now"))
+            return
+        }
+        verdict.failures += windowReasons
+    }
+
+    static func describe(_ windows: [TimeWindow]) -> String {
+        windows.map { window in
+            let days = window.days.map { $0.map(\.rawValue).joined(separator: ",") + " " } ?? ""
+            return "\(days)\(clockText(window.fromMinute))-\(clockText(window.toMinute))"
+        }.joined(separator: " or ")
+    }
+
+    static func clockText(_ minute: Int) -> String {
+        let hours = minute / 60, minutes = minute % 60
+        return (hours < 10 ? "0" : "") + "\(hours):" + (minutes < 10 ? "0" : "") + "\(minutes)"
+    }
+
+    /// `3h12m`, `2d4h`, `45s`.
+    public static func duration(_ interval: TimeInterval) -> String {
+        let seconds = max(0, Int(interval.rounded()))
+        if seconds < 60 { return "\(seconds)s" }
+        let minutes = seconds / 60
+        if minutes < 60 { return "\(minutes)m" }
+        if minutes < 24 * 60 { return "\(minutes / 60)h" + (minutes % 60 == 0 ? "" : "\(minutes % 60)m") }
+        return "\(minutes / 1440)d" + ((minutes % 1440) / 60 == 0 ? "" : "\((minutes % 1440) / 60)h")
+    }
+}
+
+/// Recurring windows in one time zone. Local times come from `Calendar`, so daylight-saving shifts are honoured: a
+/// window from 18:00 is at 18:00 local time on both sides of a change, and a start inside a skipped hour moves to
+/// the first valid time after it.
+struct WindowClock {
+    let calendar: Calendar
+
+    init(zone: TimeZone) {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = zone
+        self.calendar = calendar
+    }
+
+    func isOpen(_ windows: [TimeWindow], at time: Date) -> Bool {
+        let parts = calendar.dateComponents([.weekday, .hour, .minute], from: time)
+        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+        let day = Weekday(calendarWeekday: parts.weekday ?? 1)
+        return windows.contains { window in
+            func on(_ day: Weekday) -> Bool { window.days?.contains(day) ?? true }
+            if window.fromMinute == window.toMinute { return on(day) }
+            if window.fromMinute < window.toMinute { return on(day) && minute >= window.fromMinute && minute < window.toMinute }
+            return (on(day) && minute >= window.fromMinute) || (on(day.previous) && minute < window.toMinute)
+        }
+    }
+
+    /// Occurrences of a window that start on the local days around `time`.
+    func occurrences(_ window: TimeWindow, around time: Date, days range: ClosedRange<Int>) -> [(start: Date, end: Date)] {
+        let today = calendar.startOfDay(for: time)
+        var result: [(Date, Date)] = []
+        for offset in range {
+            guard let day = calendar.date(byAdding: .day, value: offset, to: today) else { continue }
+            let weekday = Weekday(calendarWeekday: calendar.component(.weekday, from: day))
+            if let days = window.days, !days.contains(weekday) { continue }
+            guard let start = at(window.fromMinute, of: day) else { continue }
+            let endDay = window.toMinute > window.fromMinute ? day : calendar.date(byAdding: .day, value: 1, to: day) ?? day
+            guard let end = at(window.toMinute, of: endDay) else { continue }
+            result.append((start, end))
+        }
+        return result
+    }
+
+    func at(_ minute: Int, of day: Date) -> Date? {
+        if minute == 24 * 60 { return calendar.date(byAdding: .day, value: 1, to: day) }
+        return calendar.date(bySettingHour: minute / 60, minute: minute % 60, second: 0, of: day)
+    }
+
+    func nextOpen(_ windows: [TimeWindow], after time: Date) -> Date? {
+        windows.flatMap { occurrences($0, around: time, days: 0...8) }.map(\.start).filter { $0 > time }.min()
+    }
+
+    /// When the window open at `time` closes (the latest end among the open occurrences).
+    func closing(_ windows: [TimeWindow], at time: Date) -> Date? {
+        windows.flatMap { occurrences($0, around: time, days: -1...0) }.filter { $0.start <= time && time < $0.end }.map(\.end).max()
+    }
+}

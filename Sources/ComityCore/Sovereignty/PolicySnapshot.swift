@@ -1,0 +1,310 @@
+import Foundation
+
+/// What the rules are evaluated against, besides the rules themselves: the federation's entities.
+public struct FederationFacts: Sendable, Hashable {
+    /// Jurisdiction code → the jurisdiction containing it (`DE` → `EU`).
+    public var jurisdictions: [String: String?]
+    public var partners: [String: PartnerFacts]
+    public var projects: [String: ProjectFacts]
+
+    public init(jurisdictions: [String: String?] = [:], partners: [String: PartnerFacts] = [:], projects: [String: ProjectFacts] = [:]) {
+        self.jurisdictions = jurisdictions
+        self.partners = partners
+        self.projects = projects
+    }
+}
+
+public struct PartnerFacts: Sendable, Hashable {
+    public var commercial: Bool
+    public init(commercial: Bool = false) { self.commercial = commercial }
+}
+
+public struct ProjectFacts: Sendable, Hashable {
+    public var partner: String
+    /// What the project is for (`health-research`), matched against datasets' `use.purposes`.
+    public var purpose: String?
+    public var commercial: Bool
+
+    public init(partner: String, purpose: String? = nil, commercial: Bool = false) {
+        self.partner = partner
+        self.purpose = purpose
+        self.commercial = commercial
+    }
+}
+
+/// A job as the rules see it.
+public struct JobFacts: Sendable, Hashable {
+    public var project: String
+    public var partner: String
+    public var kind: JobKind
+    /// Datasets and models the job reads.
+    public var inputs: [String]
+    public var maxRuntimeSeconds: Int64
+    /// The strictest class among the inputs (filled in by the evaluator).
+    public internal(set) var dataClass: DataClass = .public
+
+    public init(project: String, partner: String, kind: JobKind = .training, inputs: [String] = [], maxRuntimeSeconds: Int64 = 3600) {
+        self.project = project
+        self.partner = partner
+        self.kind = kind
+        self.inputs = inputs
+        self.maxRuntimeSeconds = maxRuntimeSeconds
+    }
+}
+
+public enum HostCondition: String, Sendable, Hashable, Codable {
+    case up, draining, down
+}
+
+/// A host as the rules see it.
+public struct HostFacts: Sendable, Hashable {
+    public var id: Int64
+    public var name: String
+    public var partner: String
+    public var region: String
+    /// The region's jurisdiction.
+    public var jurisdiction: String
+    public var labels: [String: String]
+    public var condition: HostCondition
+
+    public init(
+        id: Int64, name: String, partner: String, region: String, jurisdiction: String, labels: [String: String] = [:],
+        condition: HostCondition = .up
+    ) {
+        self.id = id
+        self.name = name
+        self.partner = partner
+        self.region = region
+        self.jurisdiction = jurisdiction
+        self.labels = labels
+        self.condition = condition
+    }
+
+    /// What evaluation reads of a host: hosts with the same key get the same verdict for every job.
+    public var policyKey: PolicyHostKey { PolicyHostKey(partner: partner, region: region, jurisdiction: jurisdiction, labels: labels, condition: condition) }
+}
+
+public struct PolicyHostKey: Sendable, Hashable {
+    public var partner: String
+    public var region: String
+    public var jurisdiction: String
+    public var labels: [String: String]
+    public var condition: HostCondition
+}
+
+/// Every applied version of every rule document, with the federation's entities: enough to evaluate any job on any
+/// host at any time. Pure and immutable; the store rebuilds it when a rule or an entity changes.
+public struct PolicySnapshot: Sendable {
+    public let facts: FederationFacts
+    /// Versions of each document, ascending.
+    public let versions: [PolicyKey: [PolicyVersion]]
+
+    public init(facts: FederationFacts, versions: [PolicyVersion]) {
+        self.facts = facts
+        var grouped: [PolicyKey: [PolicyVersion]] = [:]
+        for version in versions { grouped[version.document.key, default: []].append(version) }
+        self.versions = grouped.mapValues { $0.sorted { $0.version < $1.version } }
+    }
+
+    /// The rules in force at `time`: for each document, its latest version already effective.
+    public func active(at time: Date) -> ActivePolicies {
+        var chosen: [PolicyVersion] = []
+        for list in versions.values {
+            if let version = list.last(where: { $0.effectiveFrom <= time }) { chosen.append(version) }
+        }
+        return ActivePolicies(facts: facts, versions: chosen)
+    }
+
+    /// Times in `(after, until]` at which an announced version takes effect, ascending.
+    public func changes(after: Date, until: Date) -> [Date] {
+        var times: Set<Date> = []
+        for list in versions.values {
+            for version in list where version.effectiveFrom > after && version.effectiveFrom <= until { times.insert(version.effectiveFrom) }
+        }
+        return times.sorted()
+    }
+
+    /// The latest version of a document (effective or announced).
+    public func latest(_ key: PolicyKey) -> PolicyVersion? { versions[key]?.last }
+
+    /// Whether `job` may run on `host` at `time`, with every failing rule. Also checks every version already
+    /// announced to take effect while the job could still be running (`max_runtime`): a host that such a version
+    /// would exclude is excluded now with `POLICY_FUTURE_CONFLICT` (recurring donor windows are not looked ahead).
+    public func evaluate(_ job: JobFacts, on host: HostFacts, at time: Date) -> Verdict {
+        var verdict = active(at: time).evaluate(job, on: host, at: time)
+        guard verdict.eligible else { return verdict }
+        for change in changes(after: time, until: time.addingTimeInterval(TimeInterval(job.maxRuntimeSeconds))) {
+            let future = active(at: change)
+            let failures = future.evaluate(job, on: host, at: change, checkWindows: false).failures.filter { $0.category != .host }
+            guard !failures.isEmpty else { continue }
+            let changed = versions.values.flatMap { $0 }.filter { $0.effectiveFrom == change }.map(\.label).sorted()
+            verdict.failures.append(
+                Reason(
+                    .policyFutureConflict, subject: changed.joined(separator: ","), rule: changed.first, category: .policy,
+                    detail: "\(changed.joined(separator: ", ")) takes effect at \(change.formatted(.iso8601)), before max_runtime ends, and would exclude this host: \(failures.map(\.label).joined(separator: ", "))",
+                    brief: "from \(change.formatted(.iso8601))"))
+            break
+        }
+        return verdict
+    }
+}
+
+/// The rules in force at one time, with jurisdiction sets expanded.
+public struct ActivePolicies: Sendable {
+    public let facts: FederationFacts
+    public let sets: [String: PolicyVersion]
+    public let datasets: [String: PolicyVersion]
+    public let donors: [String: PolicyVersion]
+    public let federation: [PolicyVersion]
+    /// Identifies exactly this set of versions (recorded with every decision).
+    public let id: String
+
+    /// Jurisdiction → itself and every jurisdiction it contains.
+    let descendants: [String: Set<String>]
+    /// Set name → its members expanded to jurisdiction codes, or why it cannot be expanded.
+    let expandedSets: [String: Result<[ExpandedMember], EvaluationError>]
+
+    struct ExpandedMember: Sendable, Hashable {
+        var code: String
+        var when: LabelCondition?
+    }
+
+    struct EvaluationError: Error, Sendable, Hashable {
+        var rule: String?
+        var message: String
+    }
+
+    init(facts: FederationFacts, versions: [PolicyVersion]) {
+        self.facts = facts
+        var sets: [String: PolicyVersion] = [:]
+        var datasets: [String: PolicyVersion] = [:]
+        var donors: [String: PolicyVersion] = [:]
+        var federation: [PolicyVersion] = []
+        for version in versions {
+            switch version.document.body {
+            case .jurisdictionSet: sets[version.document.name] = version
+            case .dataset: datasets[version.document.name] = version
+            case .donorPolicy: donors[version.document.name] = version
+            case .federation: federation.append(version)
+            }
+        }
+        self.sets = sets
+        self.datasets = datasets
+        self.donors = donors
+        self.federation = federation.sorted { $0.document.name < $1.document.name }
+        self.id = Self.identify(versions.map(\.label).sorted())
+
+        var children: [String: [String]] = [:]
+        for (code, parent) in facts.jurisdictions { if let parent { children[parent, default: []].append(code) } }
+        var descendants: [String: Set<String>] = [:]
+        for code in facts.jurisdictions.keys {
+            var seen: Set<String> = [code]
+            var stack = [code]
+            while let next = stack.popLast() {
+                for child in children[next] ?? [] where seen.insert(child).inserted { stack.append(child) }
+            }
+            descendants[code] = seen
+        }
+        self.descendants = descendants
+
+        var expanded: [String: Result<[ExpandedMember], EvaluationError>] = [:]
+        func expand(_ name: String, path: [String]) -> Result<[ExpandedMember], EvaluationError> {
+            if let done = expanded[name] { return done }
+            guard let version = sets[name], case .jurisdictionSet(let rule) = version.document.body else {
+                return .failure(EvaluationError(rule: nil, message: "unknown jurisdiction set \(name)"))
+            }
+            if path.contains(name) {
+                return .failure(EvaluationError(rule: version.label, message: "jurisdiction set \(name) contains itself (\((path + [name]).joined(separator: " → ")))"))
+            }
+            var members: [ExpandedMember] = []
+            for member in rule.members {
+                if let codes = descendants[member.ref] {
+                    members += codes.sorted().map { ExpandedMember(code: $0, when: member.when) }
+                } else if sets[member.ref] != nil {
+                    switch expand(member.ref, path: path + [name]) {
+                    case .success(let inner):
+                        // A condition on the outer member applies to every inner member (inner conditions win).
+                        members += inner.map { ExpandedMember(code: $0.code, when: $0.when ?? member.when) }
+                    case .failure(let error):
+                        let result = Result<[ExpandedMember], EvaluationError>.failure(error)
+                        expanded[name] = result
+                        return result
+                    }
+                } else {
+                    let result = Result<[ExpandedMember], EvaluationError>.failure(
+                        EvaluationError(rule: version.label, message: "\(version.label) names \(member.ref), which is neither a jurisdiction nor a set"))
+                    expanded[name] = result
+                    return result
+                }
+            }
+            let result = Result<[ExpandedMember], EvaluationError>.success(members)
+            expanded[name] = result
+            return result
+        }
+        for name in sets.keys { _ = expand(name, path: []) }
+        self.expandedSets = expanded
+    }
+
+    /// FNV-1a over the sorted version labels: a short, stable name for a set of versions.
+    static func identify(_ labels: [String]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in labels.joined(separator: "\n").utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return "p" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// Jurisdiction codes and set names expanded to member jurisdictions.
+    func expand(_ refs: [String]) -> Result<[ExpandedMember], EvaluationError> {
+        var members: [ExpandedMember] = []
+        for ref in refs {
+            if let codes = descendants[ref] {
+                members += codes.map { ExpandedMember(code: $0, when: nil) }
+            } else if let set = expandedSets[ref] {
+                switch set {
+                case .success(let inner): members += inner
+                case .failure(let error): return .failure(error)
+                }
+            } else {
+                return .failure(EvaluationError(rule: nil, message: "\(ref) is neither a jurisdiction nor a jurisdiction set in force"))
+            }
+        }
+        return .success(members)
+    }
+
+    /// Whether `host` is in the area `refs` name. Conditional members read the host's labels; a missing label is an
+    /// evaluation error (fail closed), never a silent "no".
+    func contains(_ refs: [String], _ host: HostFacts) -> Result<Bool, EvaluationError> {
+        switch expand(refs) {
+        case .failure(let error): return .failure(error)
+        case .success(let members):
+            var missing: String?
+            for member in members where member.code == host.jurisdiction {
+                guard let condition = member.when else { return .success(true) }
+                guard let value = host.labels[condition.label] else {
+                    missing = condition.label
+                    continue
+                }
+                if value == condition.equals { return .success(true) }
+            }
+            if let missing {
+                return .failure(EvaluationError(rule: nil, message: "membership of \(host.jurisdiction) depends on host label \(missing), which \(host.name) lacks"))
+            }
+            return .success(false)
+        }
+    }
+
+    /// The jurisdictions an area could ever include (conditional members included), for the database's check and
+    /// for rejecting jobs whose constraints intersect to nothing.
+    func possibleCodes(_ refs: [String]) -> Set<String>? {
+        guard case .success(let members) = expand(refs) else { return nil }
+        return Set(members.map(\.code))
+    }
+
+    func certainCodes(_ refs: [String]) -> Set<String> {
+        guard case .success(let members) = expand(refs) else { return [] }
+        return Set(members.filter { $0.when == nil }.map(\.code))
+    }
+}
