@@ -7,18 +7,21 @@ public struct ErrorBody: Codable, Sendable {
         public var code: String
         public var message: String
         public var fields: [FieldError]?
+        /// Why the sovereignty rules reject a job (stable codes).
+        public var reasons: [Reason]?
 
-        public init(code: String, message: String, fields: [FieldError]? = nil) {
+        public init(code: String, message: String, fields: [FieldError]? = nil, reasons: [Reason]? = nil) {
             self.code = code
             self.message = message
             self.fields = fields
+            self.reasons = reasons
         }
     }
 
     public var error: Detail
 
-    public init(code: String, message: String, fields: [FieldError]? = nil) {
-        self.error = Detail(code: code, message: message, fields: fields)
+    public init(code: String, message: String, fields: [FieldError]? = nil, reasons: [Reason]? = nil) {
+        self.error = Detail(code: code, message: message, fields: fields, reasons: reasons)
     }
 }
 
@@ -46,20 +49,28 @@ public struct Region: Codable, Sendable, Hashable {
 public struct Partner: Codable, Sendable, Hashable {
     public var name: String
     public var jurisdiction: String
+    /// A company (datasets with `non_commercial: true` refuse its projects).
+    public var commercial: Bool?
 
-    public init(name: String, jurisdiction: String) {
+    public init(name: String, jurisdiction: String, commercial: Bool? = nil) {
         self.name = name
         self.jurisdiction = jurisdiction
+        self.commercial = commercial
     }
 }
 
 public struct Project: Codable, Sendable, Hashable {
     public var name: String
     public var partner: String
+    /// What the project is for (`health-research`), matched against datasets' `use.purposes`.
+    public var purpose: String?
+    public var commercial: Bool?
 
-    public init(name: String, partner: String) {
+    public init(name: String, partner: String, purpose: String? = nil, commercial: Bool? = nil) {
         self.name = name
         self.partner = partner
+        self.purpose = purpose
+        self.commercial = commercial
     }
 }
 

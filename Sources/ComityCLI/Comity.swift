@@ -18,7 +18,8 @@ package struct Comity: AsyncParsableCommand {
         subcommands: [
             SubmitCommand.self, JobsCommand.self, JobCommand.self, LogsCommand.self, CancelCommand.self,
             HostsCommand.self, JurisdictionsCommand.self, RegionsCommand.self, PartnersCommand.self,
-            ProjectsCommand.self, TokensCommand.self, WhoAmICommand.self,
+            ProjectsCommand.self, TokensCommand.self, WhoAmICommand.self, WhyCommand.self, ExplainCommand.self,
+            PolicyCommand.self, DatasetsCommand.self,
         ]
     )
 

@@ -101,4 +101,33 @@ extension ComityClient {
     public func finish(attempt: Int64, _ request: FinishRequest) async throws -> AttemptAck {
         try await send(.POST, "/v1/agent/attempts/\(attempt)/finish", body: request)
     }
+
+    // MARK: Sovereignty
+
+    public func applyPolicy(_ request: PolicyApplyRequest) async throws -> PolicyApplyResult {
+        try await send(.POST, "/v1/policies", body: request)
+    }
+
+    public func policies(kind: PolicyKind? = nil) async throws -> [PolicyVersionView] {
+        try await send(.GET, "/v1/policies" + (kind.map { "?kind=\($0.rawValue)" } ?? ""), as: PolicyList.self).policies
+    }
+
+    public func policyHistory(kind: PolicyKind, name: String) async throws -> [PolicyVersionView] {
+        try await send(.GET, "/v1/policies/\(kind.rawValue)/\(name.urlPathEscaped)", as: PolicyList.self).policies
+    }
+
+    public func datasets() async throws -> [DatasetView] { try await send(.GET, "/v1/datasets", as: DatasetList.self).datasets }
+
+    public func dataset(_ name: String) async throws -> DatasetView { try await send(.GET, "/v1/datasets/\(name.urlPathEscaped)") }
+
+    public func why(_ id: Int64) async throws -> Explanation { try await send(.GET, "/v1/jobs/\(id)/why") }
+
+    public func explain(_ document: JSONValue) async throws -> Explanation { try await send(.POST, "/v1/explain", body: document) }
+}
+
+extension String {
+    /// The string as one URL path segment.
+    var urlPathEscaped: String {
+        addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? self
+    }
 }

@@ -13,12 +13,15 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
     public var code: String
     public var message: String
     public var fields: [FieldError]
+    /// Why the sovereignty rules rejected a job (code `rejected`).
+    public var reasons: [Reason]
 
-    public init(status: Int, code: String, message: String, fields: [FieldError] = []) {
+    public init(status: Int, code: String, message: String, fields: [FieldError] = [], reasons: [Reason] = []) {
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.reasons = reasons
     }
 
     public var description: String {
@@ -103,7 +106,7 @@ public struct ComityClient: Sendable {
         let data = Data(buffer: buffer)
         guard (200..<300).contains(Int(response.status.code)) else {
             if let body = try? decoder.decode(ErrorBody.self, from: data) {
-                throw ClientError(status: Int(response.status.code), code: body.error.code, message: body.error.message, fields: body.error.fields ?? [])
+                throw ClientError(status: Int(response.status.code), code: body.error.code, message: body.error.message, fields: body.error.fields ?? [], reasons: body.error.reasons ?? [])
             }
             let text = String(decoding: data.prefix(300), as: UTF8.self)
             throw ClientError(status: Int(response.status.code), code: "http_\(response.status.code)", message: "\(response.status): \(text)")

@@ -13,12 +13,14 @@ package struct APIError: HTTPResponseError, Sendable {
     package var code: String
     package var message: String
     package var fields: [FieldError]?
+    package var reasons: [Reason]?
 
-    package init(_ status: HTTPResponse.Status, code: String, _ message: String, fields: [FieldError]? = nil) {
+    package init(_ status: HTTPResponse.Status, code: String, _ message: String, fields: [FieldError]? = nil, reasons: [Reason]? = nil) {
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.reasons = reasons
     }
 
     package static func unauthorized(_ message: String = "a valid bearer token is required") -> APIError {
@@ -40,19 +42,20 @@ package struct APIError: HTTPResponseError, Sendable {
 
     /// Maps a store error; the store never leaks SQL text to clients.
     package init(_ error: StoreError) {
-        let fields = error.field.map { [FieldError(field: $0, message: error.message)] }
+        let fields = error.fields ?? error.field.map { [FieldError(field: $0, message: error.message)] }
         let message = error.field.map { "\($0): \(error.message)" } ?? error.message
         switch error.code {
         case .notFound: self.init(.notFound, code: "not_found", message, fields: fields)
         case .conflict: self.init(.conflict, code: "conflict", message, fields: fields)
         case .invalid: self.init(.badRequest, code: "invalid", message, fields: fields)
+        case .rejected: self.init(.unprocessableContent, code: "rejected", message, fields: fields, reasons: error.reasons)
         case .forbidden: self.init(.forbidden, code: "forbidden", message, fields: fields)
         default: self.init(.internalServerError, code: "internal", "internal error; see the server log")
         }
     }
 
     package func response(from request: Request, context: some RequestContext) throws -> Response {
-        let data = try WireJSON.shared.encode(ErrorBody(code: code, message: message, fields: fields))
+        let data = try WireJSON.shared.encode(ErrorBody(code: code, message: message, fields: fields, reasons: reasons))
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }

@@ -7,27 +7,60 @@ import PostgresNIO
 /// The agent's side of an attempt: fetch, start, log, finish. Every call is fenced by the attempt id and the host.
 extension Store {
     /// Attempts assigned to `host` and not started yet.
+    ///
+    /// The pull is an enforcement point: every assignment is re-checked against the rules in force now, and one
+    /// they no longer allow is refused (its attempt ends, its job requeues without using a retry) instead of handed
+    /// out. A rule change committed after this read ends the attempt itself, and the agent's start is then refused.
     package func assignments(host: Int64) async throws -> [Assignment] {
-        let rows = try await client.query(
-            """
-            select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text
-            from attempts a
-            join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
-            join hosts h on h.id = a.host_id
-            where a.host_id = \(host) and a.state = 'assigned'
-            order by a.id
-            """, logger: logger)
-        let decoder = WireJSON.sharedDecoder
-        var assignments: [Assignment] = []
-        for try await (attempt, job, specText, indices, lease, gpusText) in rows.decode((Int64, Int64, String, [Int32], Date, String).self) {
-            let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
-            let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
-            let assigned = indices.map(Int.init)
-            let uuids = assigned.compactMap { index in gpus.first { $0.index == index }?.uuid }
-            assignments.append(
-                Assignment(attempt: attempt, jobId: job, spec: spec, gpuIndices: assigned, gpuUuids: uuids, leaseExpiresAt: lease))
+        try await client.withConnection { connection in
+            let context = try await policyContext(on: connection)
+            let rows = try await connection.query(
+                """
+                select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
+                       j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
+                       h.name, h.partner_id, h.region, h.labels::text
+                from attempts a
+                join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
+                join hosts h on h.id = a.host_id
+                where a.host_id = \(host) and a.state = 'assigned'
+                order by a.id
+                """, logger: logger)
+            let decoder = WireJSON.sharedDecoder
+            var assignments: [Assignment] = []
+            var refused: [(attempt: Int64, reason: String)] = []
+            let now = Date()
+            for try await row in rows {
+                let (attempt, job, specText, indices, lease, gpusText) = try row.decode((Int64, Int64, String, [Int32], Date, String).self)
+                let columns = row.makeRandomAccess()
+                let jobFacts = JobPolicyRow(
+                    id: job, projectID: try columns[6].decode(Int64.self), partnerID: try columns[7].decode(Int64.self),
+                    kind: JobKind(rawValue: try columns[8].decode(String.self)) ?? .training, inputs: try columns[9].decode([String].self),
+                    maxRuntimeSeconds: try columns[10].decode(Int64.self)
+                ).facts(context)
+                let region = try columns[13].decode(String.self)
+                let partner = try columns[12].decode(Int64.self)
+                let hostFacts = HostFacts(
+                    id: host, name: try columns[11].decode(String.self), partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
+                    jurisdiction: context.regionJurisdiction[region] ?? "?",
+                    labels: try decoder.decode([String: String].self, from: Data(try columns[14].decode(String.self).utf8)))
+                let failures = context.snapshot.evaluate(jobFacts, on: hostFacts, at: now).failures
+                if !failures.isEmpty {
+                    refused.append((attempt, "claim refused: " + failures.map(\.label).joined(separator: ", ")))
+                    continue
+                }
+                let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
+                let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
+                let assigned = indices.map(Int.init)
+                let uuids = assigned.compactMap { index in gpus.first { $0.index == index }?.uuid }
+                assignments.append(
+                    Assignment(attempt: attempt, jobId: job, spec: spec, gpuIndices: assigned, gpuUuids: uuids, leaseExpiresAt: lease))
+            }
+            if !refused.isEmpty {
+                logger.warning("assignments refused at claim", metadata: ["host": "\(host)", "count": "\(refused.count)"])
+                try await transaction { try await stopAttempts(refused, event: "claim-refused", on: $0) }
+            }
+            return assignments
         }
-        return assignments
     }
 
     /// The agent started the process: attempt and job become `running`. Idempotent.
@@ -113,7 +146,7 @@ extension Store {
         try await transaction { connection in
             let rows = try await connection.query(
                 """
-                select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts, j.retries, j.cancel_requested
+                select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested
                 from attempts a join jobs j on j.id = a.job_id
                 where a.id = \(attempt) and a.host_id = \(host)
                 for update of a, j
@@ -169,6 +202,7 @@ extension Store {
                 )
                 select pg_notify(\(Channel.job), \(String(jobID))), pg_notify(\(Channel.scheduler), '')
                 """, logger: logger)
+            if next == .succeeded { try await registerOutputs(job: jobID, on: connection) }
             return AttemptAck(current: false, state: ended)
         }
     }

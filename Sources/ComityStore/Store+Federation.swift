@@ -43,14 +43,17 @@ extension Store {
             try await requireJurisdiction(partner.jurisdiction, field: "jurisdiction", on: connection)
             try await insertUnique(
                 "partner \(partner.name)", field: "name",
-                "insert into partners (name, jurisdiction) values (\(partner.name), \(partner.jurisdiction))", on: connection)
+                "insert into partners (name, jurisdiction, commercial) values (\(partner.name), \(partner.jurisdiction), \(partner.commercial ?? false))",
+                on: connection)
             return partner
         }
     }
 
     package func partners() async throws -> [Partner] {
-        try await client.query("select name, jurisdiction from partners order by name", logger: logger)
-            .decode((String, String).self).collect().map { Partner(name: $0.0, jurisdiction: $0.1) }
+        try await client.query("select name, jurisdiction, commercial from partners order by name", logger: logger)
+            .decode((String, String, Bool).self).collect().map { (row: (String, String, Bool)) in
+                Partner(name: row.0, jurisdiction: row.1, commercial: row.2)
+            }
     }
 
     package func addProject(_ project: Project) async throws -> Project {
@@ -58,7 +61,10 @@ extension Store {
             let partnerID = try await partnerID(project.partner, field: "partner", on: connection)
             try await insertUnique(
                 "project \(project.name)", field: "name",
-                "insert into projects (name, partner_id) values (\(project.name), \(partnerID))", on: connection)
+                """
+                insert into projects (name, partner_id, purpose, commercial)
+                values (\(project.name), \(partnerID), \(project.purpose), \(project.commercial ?? false))
+                """, on: connection)
             return project
         }
     }
@@ -68,12 +74,14 @@ extension Store {
         let (partner, project) = scope.filters
         return try await client.query(
             """
-            select pr.name, pa.name from projects pr join partners pa on pa.id = pr.partner_id
+            select pr.name, pa.name, pr.purpose, pr.commercial from projects pr join partners pa on pa.id = pr.partner_id
             where (\(partner)::bigint is null or pr.partner_id = \(partner))
               and (\(project)::bigint is null or pr.id = \(project))
             order by pr.name
             """, logger: logger
-        ).decode((String, String).self).collect().map { Project(name: $0.0, partner: $0.1) }
+        ).decode((String, String, String?, Bool).self).collect().map { (row: (String, String, String?, Bool)) in
+            Project(name: row.0, partner: row.1, purpose: row.2, commercial: row.3)
+        }
     }
 
     /// The id and partner of a project, or a not-found error naming `field`.

@@ -53,18 +53,22 @@ extension Store {
         let encoder = WireJSON.shared
         let documents = try specs.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
         return try await transaction { connection in
+            // The rules first: a job they can never admit is rejected with every reason, and each admitted job
+            // carries the jurisdictions its data may reach (checked by the database when it is placed).
+            let permitted = try await admit(specs, project: ids.project, partner: ids.partner, on: connection).map { $0 ?? "" }
             let rows = try await connection.query(
                 """
                 with input as (
-                    select * from unnest(\(documents)::text[]) with ordinality as i(doc, n)
+                    select * from unnest(\(documents)::text[], \(permitted)::text[]) with ordinality as i(doc, permitted, n)
                 ), inserted as (
                     insert into jobs (project_id, partner_id, submitted_by, name, kind, spec, priority, cpu_millis, memory_bytes,
-                                      gpus, gpu_model, gpu_memory_bytes, retries)
+                                      gpus, gpu_model, gpu_memory_bytes, retries, inputs, max_runtime_seconds, permitted_jurisdictions)
                     select \(ids.project), \(ids.partner), \(principal.id), d->>'name', d->>'kind', d, (d->>'priority')::int,
                            (d->'resources'->>'cpu_millis')::int, (d->'resources'->>'memory_bytes')::bigint,
                            (d->'resources'->>'gpus')::int, d->'resources'->>'gpu_model',
-                           (d->'resources'->>'gpu_memory_bytes')::bigint, (d->>'retries')::int
-                    from (select doc::jsonb as d, n from input order by n) s
+                           (d->'resources'->>'gpu_memory_bytes')::bigint, (d->>'retries')::int,
+                           array(select jsonb_array_elements_text(d->'inputs')), (d->>'max_runtime_seconds')::bigint, nullif(permitted, '')::text[]
+                    from (select doc::jsonb as d, permitted, n from input order by n) s
                     returning id
                 ), events as (
                     insert into job_events (job_id, kind, message)

@@ -23,32 +23,58 @@ extension Store {
     package func schedulingPass() async throws -> PassResult {
         try await transaction { connection in
             try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
+            let context = try await policyContext(on: connection)
             var pending: [PendingJob] = []
-            for try await (id, cpu, memory, gpus, model, gpuMemory, priority) in try await connection.query(
+            // Jobs alike for the rules share a class, evaluated once per kind of host.
+            var classes: [JobFacts: Int] = [:]
+            var classFacts: [JobFacts] = []
+            for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime) in try await connection.query(
                 """
-                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
-                where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
+                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority, project_id, partner_id, kind, inputs,
+                       max_runtime_seconds
+                from jobs where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
                 """, logger: logger
-            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32).self) {
+            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64).self) {
+                let facts = JobPolicyRow(
+                    id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime
+                ).facts(context)
+                let policyClass: Int
+                if let known = classes[facts] {
+                    policyClass = known
+                } else {
+                    policyClass = classFacts.count
+                    classes[facts] = policyClass
+                    classFacts.append(facts)
+                }
                 pending.append(
                     PendingJob(
                         id: id,
                         resources: ResourceRequest(
                             cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
-                        priority: Int(priority)))
+                        priority: Int(priority), partnerID: partner, policyClass: policyClass))
             }
             guard !pending.isEmpty else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
-            let hosts = try await availableHosts(on: connection)
-            let placements = Placer.place(pending, on: hosts)
-            let placed = placements.isEmpty ? 0 : try await write(placements, on: connection)
+            let (hosts, hostFacts) = try await availableHosts(context, on: connection)
+            let now = Date()
+            let active = context.active(at: now)
+            var verdicts: [Int: Bool] = [:]
+            let placements = Placer.place(pending, on: hosts) { policyClass, policyKey in
+                let key = policyClass &* 1_000_003 &+ policyKey
+                if let known = verdicts[key] { return known }
+                let eligible = context.snapshot.evaluate(classFacts[policyClass], on: hostFacts[policyKey], at: now).eligible
+                verdicts[key] = eligible
+                return eligible
+            }
+            let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
             return PassResult(
                 examined: pending.count, hosts: hosts.count, placed: placed,
                 headWasFull: pending.count == configuration.passHeadLimit)
         }
     }
 
-    /// Active hosts with a fresh heartbeat, with what their active attempts leave free.
-    func availableHosts(on connection: PostgresConnection) async throws -> [HostAvailability] {
+    /// Active hosts with a fresh heartbeat, with what their active attempts leave free, and the facts the rules read
+    /// of them: `hostFacts[host.policyKey]` describes every host with that key.
+    func availableHosts(_ context: PolicyContext, on connection: PostgresConnection) async throws -> (hosts: [HostAvailability], hostFacts: [HostFacts]) {
         var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
         for try await (host, cpu, memory, gpus) in try await connection.query(
             """
@@ -59,20 +85,41 @@ extension Store {
             used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
         }
         var hosts: [HostAvailability] = []
-        for try await (id, cpu, memory, gpusText) in try await connection.query(
+        var keys: [PolicyHostKey: Int] = [:]
+        var facts: [HostFacts] = []
+        var labelCache: [String: [String: String]] = [:]
+        for try await (id, cpu, memory, gpusText, partner, region, labelsText, name) in try await connection.query(
             """
-            select id, cpu_millis, memory_bytes, gpus::text from hosts
+            select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name from hosts
             where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
             """, logger: logger
-        ).decode((Int64, Int32, Int64, String).self) {
+        ).decode((Int64, Int32, Int64, String, Int64, String, String, String).self) {
             let gpus = try gpuCache.gpus(host: id, json: gpusText)
             let usage = used[id] ?? (0, 0, [])
+            let labels: [String: String]
+            if let known = labelCache[labelsText] {
+                labels = known
+            } else {
+                labels = try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labelsText.utf8))
+                labelCache[labelsText] = labels
+            }
+            let host = HostFacts(
+                id: id, name: name, partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
+                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels)
+            let key: Int
+            if let known = keys[host.policyKey] {
+                key = known
+            } else {
+                key = facts.count
+                keys[host.policyKey] = key
+                facts.append(host)
+            }
             hosts.append(
                 HostAvailability(
                     id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
-                    freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count))
+                    freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count, partnerID: partner, policyKey: key))
         }
-        return hosts
+        return (hosts, facts)
     }
 
     /// Writes placements in one statement: it locks only the jobs being placed (not the whole head: row locks are
@@ -81,7 +128,7 @@ extension Store {
     /// of hosts.
     ///
     /// - Returns: how many placements were written.
-    func write(_ placements: [Placement], on connection: PostgresConnection) async throws -> Int {
+    func write(_ placements: [Placement], policyVersion: String, on connection: PostgresConnection) async throws -> Int {
         let jobs = placements.map(\.jobID)
         let hosts = placements.map(\.hostID)
         let gpus = placements.map { "{" + $0.gpuIndices.map(String.init).joined(separator: ",") + "}" }
@@ -93,9 +140,9 @@ extension Store {
                 select id, attempts, cpu_millis, memory_bytes from jobs
                 where id = any(\(jobs)::bigint[]) and state = 'queued' for update
             ), a as (
-                insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at)
+                insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version)
                 select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
-                       now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                       now() + make_interval(secs => \(Double(configuration.leaseSeconds))), \(policyVersion)
                 from p join locked j on j.id = p.job_id
                 returning id, job_id, host_id, number
             ), u as (
@@ -103,7 +150,7 @@ extension Store {
                 from a where j.id = a.job_id
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
-                select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ')'
+                select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
                 from a join hosts h on h.id = a.host_id
             ), woken as (
                 select distinct host_id from a
@@ -131,7 +178,7 @@ extension Store {
                 """, logger: logger)
             let expired = try await connection.query(
                 """
-                select a.id, a.job_id, j.state, j.current_attempt = a.id, j.attempts, j.retries, j.cancel_requested
+                select a.id, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested
                 from attempts a join jobs j on j.id = a.job_id
                 where a.state in ('assigned', 'running') and a.lease_expires_at < now()
                 order by a.lease_expires_at limit 1000

@@ -72,6 +72,8 @@ package struct Store: Sendable {
     package let logger: Logger
     /// Decoded GPU lists of hosts, so a scheduling pass does not decode 10k JSON documents every time.
     let gpuCache = GPUCache()
+    /// The rules as last loaded (see ``policyContext(on:)``).
+    let policyCache = PolicyCache()
 
     package init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger) {
         self.client = client

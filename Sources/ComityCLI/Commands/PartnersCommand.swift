@@ -21,11 +21,14 @@ struct PartnersCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The partner's home jurisdiction.", valueName: "code"))
         var jurisdiction: String
 
+        @Flag(help: "The partner is a company (datasets marked non-commercial refuse its projects).")
+        var commercial = false
+
         @OptionGroup(title: "Global Options")
         var global: GlobalOptions
 
         func run() async throws {
-            let added = try await global.client().addPartner(Partner(name: name, jurisdiction: jurisdiction))
+            let added = try await global.client().addPartner(Partner(name: name, jurisdiction: jurisdiction, commercial: commercial))
             if global.isJSON { return try Terminal.json(added) }
             Terminal.out("added partner \(added.name) in jurisdiction \(added.jurisdiction)")
         }

@@ -21,11 +21,17 @@ struct ProjectsCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The partner the project belongs to.", valueName: "name"))
         var partner: String
 
+        @Option(help: ArgumentHelp("What the project is for, e.g. health-research (datasets may require a purpose).", valueName: "purpose"))
+        var purpose: String?
+
+        @Flag(help: "The project is commercial (datasets marked non-commercial refuse it).")
+        var commercial = false
+
         @OptionGroup(title: "Global Options")
         var global: GlobalOptions
 
         func run() async throws {
-            let added = try await global.client().addProject(Project(name: name, partner: partner))
+            let added = try await global.client().addProject(Project(name: name, partner: partner, purpose: purpose, commercial: commercial))
             if global.isJSON { return try Terminal.json(added) }
             Terminal.out("added project \(added.name) of partner \(added.partner)")
         }
@@ -40,8 +46,8 @@ struct ProjectsCommand: AsyncParsableCommand {
         func run() async throws {
             let projects = try await global.client().projects()
             if global.isJSON { return try Terminal.json(projects) }
-            var table = Table("NAME", "PARTNER")
-            for project in projects { table.append(project.name, project.partner) }
+            var table = Table("NAME", "PARTNER", "PURPOSE", "COMMERCIAL")
+            for project in projects { table.append(project.name, project.partner, project.purpose ?? "", project.commercial == true ? "yes" : "no") }
             table.print(empty: "no projects")
         }
     }

@@ -53,6 +53,7 @@ extension Routes {
             let principal = try context.require(.admin, .partnerAdmin, action: "add projects")
             let body = try await request.decodeBody(Project.self, context: context)
             try Self.check(name: body.name, field: "name")
+            if let purpose = body.purpose { try Self.check(name: purpose, field: "purpose") }
             if principal.role == .partnerAdmin, principal.partner != body.partner {
                 throw APIError.forbidden("a partner admin may add projects to its own partner (\(principal.partner ?? "?")) only")
             }

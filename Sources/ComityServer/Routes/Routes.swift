@@ -29,5 +29,6 @@ package struct Routes: Sendable {
         addAdminRoutes(to: router)
         addJobRoutes(to: router)
         addAgentRoutes(to: router)
+        addPolicyRoutes(to: router)
     }
 }

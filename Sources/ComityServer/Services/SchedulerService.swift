@@ -52,6 +52,7 @@ struct ReaperService: Service {
             while !Task.isCancelled {
                 do {
                     try await store.reap()
+                    try await store.preemptDue()
                 } catch where !Task.isCancelled {
                     logger.error("reaper failed", metadata: ["error": "\(String(reflecting: error))"])
                 }

@@ -1,0 +1,106 @@
+import ComityAPI
+import ComityCore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// `comity why` and `comity explain`: the sovereignty and capacity verdict of a job on every host.
+extension Store {
+    /// Why a job waits, or why it runs where it runs; `nil` when the job is not visible in `scope`.
+    package func why(job id: Int64, scope: JobScope) async throws -> Explanation? {
+        guard let view = try await job(id, scope: scope) else { return nil }
+        return try await client.withConnection { connection in
+            let context = try await policyContext(on: connection)
+            let rows = try await connection.query(
+                """
+                select j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds, j.permitted_jurisdictions, a.policy_version, a.host_id
+                from jobs j left join attempts a on a.id = j.current_attempt where j.id = \(id)
+                """, logger: logger
+            ).decode((Int64, Int64, String, [String], Int64, [String]?, String?, Int64?).self).collect()
+            guard let (project, partner, kind, inputs, runtime, permitted, placedUnder, placedHost) = rows.first else { return nil }
+            let facts = JobPolicyRow(
+                id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime
+            ).facts(context)
+            let hosts = try await policyHosts(context, on: connection)
+            let outcome: Explanation.Outcome =
+                switch view.state {
+                case .queued: .pending
+                case .assigned, .running: .placed
+                case .succeeded, .failed, .cancelled: .finished
+                }
+            var explanation = explain(facts, request: view.spec.resources, context: context, hosts: hosts, outcome: outcome, placedHost: placedHost)
+            explanation.job = id
+            explanation.permittedJurisdictions = permitted
+            if outcome == .placed, let placedHost, let host = hosts.first(where: { $0.facts.id == placedHost }) {
+                explanation.placedOn = host.facts.name
+                explanation.placedUnder = placedUnder
+                let own = host.partnerID == partner
+                explanation.ranking =
+                    (own ? "own host of \(facts.partner) (own hosts come first)" : "guest on \(host.facts.partner)'s host (no own host was eligible and free)")
+                    + "; best fit: fewest matching GPUs, then CPUs and memory left free; ties by host id"
+            }
+            return explanation
+        }
+    }
+
+    /// What-if: the verdict for a job file, without submitting it.
+    package func explain(_ spec: JobSpec, by principal: Principal) async throws -> Explanation {
+        let ids = try await projectIDs(spec.project, field: "project")
+        switch principal.role {
+        case .admin, .auditor: break
+        case .researcher where principal.projectID == ids.project: break
+        case .partnerAdmin where principal.partnerID == ids.partner: break
+        default: throw StoreError(.forbidden, "\(principal.role.rawValue) \(principal.name) may not use project \(spec.project)", field: "project")
+        }
+        return try await client.withConnection { connection in
+            let context = try await policyContext(on: connection)
+            let facts = JobPolicyRow(
+                id: 0, projectID: ids.project, partnerID: ids.partner, kind: spec.kind, inputs: spec.inputs, maxRuntimeSeconds: spec.maxRuntimeSeconds
+            ).facts(context)
+            let hosts = try await policyHosts(context, on: connection)
+            var explanation = explain(facts, request: spec.resources, context: context, hosts: hosts, outcome: .pending, placedHost: nil)
+            if explanation.outcome == .pending, explanation.hosts.contains(where: { verdict in
+                verdict.eligible && !verdict.reasons.contains { $0.code == .busy }
+            }) {
+                explanation.outcome = .placeable
+            }
+            explanation.permittedJurisdictions = context.active().permitted(facts).codes
+            return explanation
+        }
+    }
+
+    func explain(
+        _ facts: JobFacts, request: ResourceRequest, context: PolicyContext, hosts: [HostPolicyRow], outcome: Explanation.Outcome, placedHost: Int64?
+    ) -> Explanation {
+        let now = Date()
+        let active = context.active(at: now)
+        let jobReasons = active.jobReasons(facts)
+        var verdicts: [HostVerdict] = []
+        var waysOutInput: [(jurisdiction: String, reasons: [Reason])] = []
+        for host in hosts {
+            let verdict = context.snapshot.evaluate(facts, on: host.facts, at: now)
+            // The job's own reasons are listed once, above the hosts.
+            let hostFailures = verdict.failures.filter { !jobReasons.contains($0) }
+            // A placed job's own attempt holds the capacity it needs: do not call its host busy.
+            let free = host.facts.id == placedHost ? nil : host.free
+            let capacity = host.facts.condition == .up ? CapacityCheck.reasons(request, total: host.total, free: free) : CapacityCheck.reasons(request, total: host.total, free: nil)
+            let reasons = hostFailures + capacity
+            verdicts.append(
+                HostVerdict(
+                    host: host.facts.name, partner: host.facts.partner, region: host.facts.region, jurisdiction: host.facts.jurisdiction,
+                    eligible: verdict.failures.isEmpty && capacity.filter({ $0.code != .busy }).isEmpty, reasons: reasons,
+                    admittedBy: verdict.failures.isEmpty ? verdict.admittedBy : []))
+            waysOutInput.append((host.facts.jurisdiction, reasons))
+        }
+        let perHost = verdicts.map { verdict in verdict.eligible ? [] : verdict.reasons.isEmpty ? jobReasons : verdict.reasons }
+        var summary = ExplanationText.summary(perHost.map { $0.filter { $0.code != .busy } })
+        let busy = verdicts.filter { $0.eligible && $0.reasons.contains { $0.code == .busy } }.count
+        if busy > 0 { summary += "; \(busy) of the eligible busy now" }
+        if !jobReasons.isEmpty { summary = "job: " + jobReasons.map(\.label).joined(separator: ", ") + "; " + summary }
+        let rejected = jobReasons.contains { $0.category == .job }
+        return Explanation(
+            job: nil, outcome: rejected && outcome == .pending ? .rejected : outcome, summary: summary, policyVersion: active.id, evaluatedAt: now,
+            jobReasons: jobReasons, hosts: verdicts, waysOut: jobReasons.isEmpty ? ExplanationText.waysOut(waysOutInput) : [],
+            permittedJurisdictions: nil)
+    }
+}
