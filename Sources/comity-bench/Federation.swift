@@ -32,6 +32,15 @@ enum Federation {
             try await ignoringConflict { _ = try await admin.addPartner(Partner(name: site.partner, jurisdiction: site.jurisdiction)) }
         }
         try await ignoringConflict { _ = try await admin.addProject(Project(name: project, partner: projectPartner)) }
+        // Every other partner lends its hosts to the commons: a donation policy admitting every guest, written by
+        // the partner's own admin (a partner without one takes no guests).
+        for site in sites where site.partner != projectPartner {
+            let owner = admin.with(token: try await admin.createToken(CreateTokenRequest(role: .partnerAdmin, partner: site.partner, name: "bench-donor")).token)
+            let policy: JSONValue = .object([
+                "kind": .string("donor-policy"), "name": .string(site.partner), "permit": .array([.object(["id": .string("everyone")])]),
+            ])
+            _ = try await owner.applyPolicy(PolicyApplyRequest(document: policy))
+        }
     }
 
     /// A researcher token of the benchmark project: jobs are submitted the way a researcher would.

@@ -25,6 +25,8 @@ struct PoolTrait: SuiteTrait, TestScoping {
             try await pool.cliOK(["partners", "add", "uon", "--jurisdiction", "KE"])
             try await pool.cliOK(["projects", "add", "llm", "--partner", "tum"])
             try await pool.cliOK(["projects", "add", "asr", "--partner", "uon"])
+            // Both partners lend their hosts to each other's projects (a partner without a policy takes no guests).
+            for partner in ["tum", "uon"] { try await pool.donateToEveryone(partner) }
             try await pool.startAgent("cpu-a", partner: "tum", region: "eu-de-1", resources: "{cpus: 4, memory: 8Gi}")
             try await pool.startAgent("cpu-b", partner: "tum", region: "eu-de-1", resources: "{cpus: 4, memory: 8Gi}")
             try await pool.startAgent(
@@ -64,6 +66,13 @@ extension Pool {
     func jobIDs() async throws -> [Int64] {
         let list = try await cliOK(["jobs", "--output", "json", "--limit", "10000"])
         return try WireJSON.decoder().decode([JobView].self, from: Data(list.stdout.utf8)).map(\.id).sorted()
+    }
+
+    /// Publishes, as the partner's own admin, a donation policy admitting every guest.
+    func donateToEveryone(_ partner: String) async throws {
+        let token = try await cliOK(["tokens", "create", "--role", "partner-admin", "--partner", partner]).lastLine
+        let file = try jobFile("donor-\(partner)", "kind: donor-policy\nname: \(partner)\npermit:\n  - id: everyone\n")
+        try await cliOK(["policy", "apply", file], token: token)
     }
 
     func researcherToken(project: String) async throws -> String {

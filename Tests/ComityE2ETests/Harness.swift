@@ -35,7 +35,11 @@ final class Pool: @unchecked Sendable {
     let port: Int
     var serverPID: pid_t = 0
     var adminToken = ""
+    /// A partner admin of uon (the sovereignty suite's data steward).
+    var uonToken = ""
     var agents: [String: pid_t] = [:]
+    /// How each agent was started (its credential is in its state folder, so a restart needs no join token).
+    var agentArguments: [String: [String]] = [:]
 
     var server: String { "http://127.0.0.1:\(port)" }
 
@@ -100,14 +104,23 @@ final class Pool: @unchecked Sendable {
         let join = try await cliOK(["hosts", "join-token", "--partner", partner, "--region", region])
         let file = directory.appending(path: "\(name).yaml")
         try resources.write(to: file, atomically: true, encoding: .utf8)
-        agents[name] = try await spawn(
-            "comity-agent",
-            ["--server", server, "--join-token", join.lastLine, "--state-dir", directory.appending(path: "agents/\(name)").path,
-             "--resources", file.path, "--name", name, "--kill-grace", "2s"],
-            log: "agent-\(name).log")
+        let arguments = ["--server", server, "--state-dir", directory.appending(path: "agents/\(name)").path,
+                         "--resources", file.path, "--name", name, "--kill-grace", "2s"]
+        agentArguments[name] = arguments
+        agents[name] = try await spawn("comity-agent", arguments + ["--join-token", join.lastLine], log: "agent-\(name).log")
         try await eventually("agent \(name) is enrolled and active") {
             let hosts = try await self.cliOK(["hosts", "--output", "json"])
             return hosts.stdout.contains("\"\(name)\"") && hosts.stdout.contains("active")
+        }
+    }
+
+    /// Starts a stopped agent again with its enrolled identity, and waits until its host is active.
+    func restartAgent(_ name: String) async throws {
+        let arguments = try #require(agentArguments[name], "agent \(name) was never started")
+        agents[name] = try await spawn("comity-agent", arguments, log: "agent-\(name).log")
+        try await eventually("agent \(name) is active again") {
+            let hosts = try WireJSON.decoder().decode([HostView].self, from: Data(try await self.cliOK(["hosts", "--output", "json"]).stdout.utf8))
+            return hosts.contains { $0.name == name && $0.state == .active }
         }
     }
 
