@@ -53,7 +53,7 @@ struct SovereigntyEndToEndTests {
         try pool.jobFile(name, """
             name: \(name)
             project: \(project)
-            command: \(command)
+            command: "\(command)"
             inputs: [\(inputs.joined(separator: ", "))]
             outputs: [\(outputs.joined(separator: ", "))]
             resources: {cpus: 1, memory: 256Mi}
