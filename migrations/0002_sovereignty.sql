@@ -65,8 +65,31 @@ alter table attempts add column stop_reason text;
 create index attempts_stop_after on attempts (stop_after) where stop_after is not null and state in ('assigned', 'running');
 
 -- The last line of defence: no code path, present or future, binds an attempt to a host outside the job's
--- permitted jurisdictions.
-create function attempts_residency() returns trigger language plpgsql as $$
+-- permitted jurisdictions. Inserts (a scheduling pass writes thousands in one statement) are checked once per
+-- statement over the inserted rows; a change of an attempt's host or job is checked row by row.
+create function attempts_residency_inserted() returns trigger language plpgsql as $$
+declare
+    bad record;
+begin
+    select a.job_id, a.host_id, j.permitted_jurisdictions as allowed, r.jurisdiction into bad
+    from inserted a
+    join jobs j on j.id = a.job_id
+    join hosts h on h.id = a.host_id
+    join regions r on r.name = h.region
+    where j.permitted_jurisdictions is not null and not (r.jurisdiction = any(j.permitted_jurisdictions))
+    limit 1;
+    if found then
+        raise exception 'residency violation: job % may run only in {%}, host % is in %',
+            bad.job_id, array_to_string(bad.allowed, ','), bad.host_id, bad.jurisdiction
+            using errcode = '23514';
+    end if;
+    return null;
+end $$;
+create trigger attempts_residency_inserted after insert on attempts
+    referencing new table as inserted
+    for each statement execute function attempts_residency_inserted();
+
+create function attempts_residency_moved() returns trigger language plpgsql as $$
 declare
     allowed text[];
     host_jurisdiction text;
@@ -83,8 +106,8 @@ begin
     end if;
     return new;
 end $$;
-create trigger attempts_residency before insert or update of host_id, job_id on attempts
-    for each row execute function attempts_residency();
+create trigger attempts_residency_moved before update of host_id, job_id on attempts
+    for each row execute function attempts_residency_moved();
 
 -- Moving a host to a region in another jurisdiction may not carry active work out of its permitted area.
 create function hosts_residency() returns trigger language plpgsql as $$

@@ -13,23 +13,26 @@ extension Store {
     /// out. A rule change committed after this read ends the attempt itself, and the agent's start is then refused.
     package func assignments(host: Int64) async throws -> [Assignment] {
         try await client.withConnection { connection in
-            let context = try await policyContext(on: connection)
             let rows = try await connection.query(
                 """
                 select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
                        j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
-                       h.name, h.partner_id, h.region, h.labels::text
+                       h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state)
                 from attempts a
                 join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
                 join hosts h on h.id = a.host_id
                 where a.host_id = \(host) and a.state = 'assigned'
                 order by a.id
-                """, logger: logger)
+                """, logger: logger
+            ).collect()
+            // Most wake-ups of a long poll find nothing: the rules are only read when there is something to check.
+            guard let generation = try rows.first?.makeRandomAccess()[15].decode(Int64.self) else { return [] }
+            let context = try await policyContext(on: connection, knownGeneration: generation)
             let decoder = WireJSON.sharedDecoder
             var assignments: [Assignment] = []
             var refused: [(attempt: Int64, reason: String)] = []
             let now = Date()
-            for try await row in rows {
+            for row in rows {
                 let (attempt, job, specText, indices, lease, gpusText) = try row.decode((Int64, Int64, String, [Int32], Date, String).self)
                 let columns = row.makeRandomAccess()
                 let jobFacts = JobPolicyRow(
@@ -146,13 +149,14 @@ extension Store {
         try await transaction { connection in
             let rows = try await connection.query(
                 """
-                select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested
+                select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested,
+                       coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0
                 from attempts a join jobs j on j.id = a.job_id
                 where a.id = \(attempt) and a.host_id = \(host)
                 for update of a, j
                 """, logger: logger
-            ).decode((String, Int64, String, Bool, Int32, Int32, Bool).self).collect()
-            guard let (attemptState, jobID, jobState, isCurrent, attempts, retries, cancelRequested) = rows.first else {
+            ).decode((String, Int64, String, Bool, Int32, Int32, Bool, Bool).self).collect()
+            guard let (attemptState, jobID, jobState, isCurrent, attempts, retries, cancelRequested, hasOutputs) = rows.first else {
                 throw StoreError(.notFound, "no attempt \(attempt) on this host")
             }
             guard let state = AttemptState(rawValue: attemptState), !state.isTerminal else {
@@ -202,7 +206,7 @@ extension Store {
                 )
                 select pg_notify(\(Channel.job), \(String(jobID))), pg_notify(\(Channel.scheduler), '')
                 """, logger: logger)
-            if next == .succeeded { try await registerOutputs(job: jobID, on: connection) }
+            if next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
             return AttemptAck(current: false, state: ended)
         }
     }

@@ -64,7 +64,7 @@ extension Store {
             }) {
                 explanation.outcome = .placeable
             }
-            explanation.permittedJurisdictions = context.active().permitted(facts).codes
+            explanation.permittedJurisdictions = context.snapshot.permitted(facts, from: Date()).codes
             return explanation
         }
     }

@@ -43,10 +43,17 @@ extension Store {
     // MARK: Loading the rules
 
     /// The current rules; reads one row when nothing changed since the last load.
-    package func policyContext(on connection: PostgresConnection) async throws -> PolicyContext {
-        let generation = try await connection.query("select generation from policy_state", logger: logger)
-            .decode(Int64.self).collect().first ?? 0
-        if let cached = policyCache.current.withLock({ $0 }), cached.generation == generation { return cached }
+    ///
+    /// - Parameter knownGeneration: the generation the caller read in its own query (saves a round trip).
+    package func policyContext(on connection: PostgresConnection, knownGeneration: Int64? = nil) async throws -> PolicyContext {
+        var generation = knownGeneration ?? -1
+        if knownGeneration == nil {
+            generation = try await connection.query("select generation from policy_state", logger: logger)
+                .decode(Int64.self).collect().first ?? 0
+        }
+        if let cached = policyCache.current.withLock({ $0 }), cached.generation == generation, Date() < cached.snapshot.presentValidUntil {
+            return cached
+        }
         let context = try await loadPolicyContext(generation: generation, on: connection)
         policyCache.current.withLock { $0 = context }
         return context
@@ -174,7 +181,7 @@ extension Store {
                     fields: reasons.map { FieldError(field: $0.code == .unknownProject ? "project" : ($0.code == .outputExists ? "outputs" : "inputs"), message: "\($0.label): \($0.detail)") },
                     reasons: reasons)
             }
-            let codes = active.permitted(facts).codes
+            let codes = context.snapshot.permitted(facts, from: Date()).codes
             let text: String? = codes.map { "{" + $0.joined(separator: ",") + "}" }
             permitted[facts] = .some(text)
             result.append(text)
@@ -364,7 +371,7 @@ extension Store {
     /// Writes what a rule change requires, in the caller's transaction.
     func enforce(_ snapshot: PolicySnapshot, impact: Impact, label: String, on connection: PostgresConnection) async throws {
         let context = try await policyContext(on: connection)
-        let active = context.active()
+        let now = Date()
         // Recompute every unfinished job's permitted jurisdictions, one statement per class.
         let classes = try await connection.query(
             """
@@ -374,7 +381,7 @@ extension Store {
         for (projectID, partnerID, kind, inputs) in classes {
             let facts = JobPolicyRow(id: 0, projectID: projectID, partnerID: partnerID, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: 0)
                 .facts(context)
-            let codes = active.permitted(facts).codes
+            let codes = context.snapshot.permitted(facts, from: now).codes
             try await connection.query(
                 """
                 update jobs set permitted_jurisdictions = \(codes)

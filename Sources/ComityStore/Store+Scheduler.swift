@@ -23,18 +23,21 @@ extension Store {
     package func schedulingPass() async throws -> PassResult {
         try await transaction { connection in
             try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
-            let context = try await policyContext(on: connection)
+            let head = try await connection.query(
+                """
+                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority, project_id, partner_id, kind, inputs,
+                       max_runtime_seconds, (select generation from policy_state)
+                from jobs where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
+                """, logger: logger
+            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Int64).self).collect()
+            guard let generation = head.first?.12 else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
+            let context = try await policyContext(on: connection, knownGeneration: generation)
             var pending: [PendingJob] = []
+            pending.reserveCapacity(head.count)
             // Jobs alike for the rules share a class, evaluated once per kind of host.
             var classes: [JobFacts: Int] = [:]
             var classFacts: [JobFacts] = []
-            for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime) in try await connection.query(
-                """
-                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority, project_id, partner_id, kind, inputs,
-                       max_runtime_seconds
-                from jobs where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
-                """, logger: logger
-            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64).self) {
+            for (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, _) in head {
                 let facts = JobPolicyRow(
                     id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime
                 ).facts(context)

@@ -248,6 +248,16 @@ struct ScaleDatabase {
             insert into projects (name, partner_id) select 'bench', id from partners where name = 'tum'
             on conflict do nothing
             """, logger: logger)
+        // The other partners lend their hosts to every guest (without a donation policy a partner takes none), so
+        // every pass evaluates the sovereignty rules for guests as it would in a real federation.
+        try await client.query(
+            """
+            insert into policies (kind, name, version, document, effective_from, reason)
+            select 'donor-policy', p, 1, jsonb_build_object('kind', 'donor-policy', 'name', p, 'permit', jsonb_build_array(jsonb_build_object('id', 'everyone'))),
+                   now(), 'benchmark'
+            from unnest(array['inria', 'uon', 'iisc']) as p
+            on conflict do nothing
+            """, logger: logger)
         let (project, partner) = try await client.query("select id, partner_id from projects where name = 'bench'", logger: logger)
             .decode((Int64, Int64).self).collect().first!
         var principal = try await client.query(

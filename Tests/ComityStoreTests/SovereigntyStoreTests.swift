@@ -142,6 +142,7 @@ struct SovereigntyStoreTests {
         try await TestDatabase.withDatabase { client, _ in
             let pool = try await Sovereign.make(client)
             let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1")
+            _ = try await pool.seed.enroll("de-1")
             let soon = Date().addingTimeInterval(2)
             try await pool.apply(
                 ["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["DE"]],
@@ -153,6 +154,9 @@ struct SovereigntyStoreTests {
             #expect(try await pool.host(of: short) == "ke-1")
             let why = try #require(try await pool.store.why(job: long, scope: .all))
             #expect(why.hosts.first { $0.host == "ke-1" }?.reasons.map(\.code) == [.policyFutureConflict])
+            #expect(why.hosts.first { $0.host == "de-1" }?.reasons.map(\.code) == [.residency])
+            // The database's check already admits what the announced version will allow.
+            #expect(why.permittedJurisdictions == ["DE", "KE"])
 
             // Once the announced version is in force, the agent's pull re-checks and refuses the assignment.
             try await Task.sleep(until: .now + .seconds(max(0, soon.timeIntervalSinceNow) + 0.2))
@@ -163,6 +167,10 @@ struct SovereigntyStoreTests {
             #expect(refused.reason?.hasPrefix("claim refused: RESIDENCY(ke-health)") == true, "\(String(describing: refused.reason))")
             let events = try await pool.store.events(job: short).map(\.kind)
             #expect(events.contains("claim-refused"))
+            // Under the version now in force both go to Germany; the database's check does not stand in the way.
+            _ = try await pool.store.schedulingPass()
+            #expect(try await pool.host(of: long) == "de-1")
+            #expect(try await pool.host(of: short) == "de-1")
         }
     }
 

@@ -99,15 +99,28 @@ public struct PolicySnapshot: Sendable {
     /// Versions of each document, ascending.
     public let versions: [PolicyKey: [PolicyVersion]]
 
-    public init(facts: FederationFacts, versions: [PolicyVersion]) {
+    /// Every time at which some version takes effect, ascending.
+    let changeTimes: [Date]
+    /// The rules in force when the snapshot was made, valid for every time in `presentSpan` (between the last
+    /// version that took effect and the next announced one): evaluation at "now" never rebuilds them.
+    let present: ActivePolicies
+    let presentSpan: Range<Date>
+
+    public init(facts: FederationFacts, versions: [PolicyVersion], now: Date = Date()) {
         self.facts = facts
         var grouped: [PolicyKey: [PolicyVersion]] = [:]
         for version in versions { grouped[version.document.key, default: []].append(version) }
-        self.versions = grouped.mapValues { $0.sorted { $0.version < $1.version } }
+        let sorted = grouped.mapValues { $0.sorted { $0.version < $1.version } }
+        self.versions = sorted
+        let times = Set(versions.map(\.effectiveFrom)).sorted()
+        changeTimes = times
+        let from = times.last { $0 <= now } ?? .distantPast
+        let until = times.first { $0 > now } ?? .distantFuture
+        presentSpan = from..<until
+        present = Self.active(sorted, facts: facts, at: now)
     }
 
-    /// The rules in force at `time`: for each document, its latest version already effective.
-    public func active(at time: Date) -> ActivePolicies {
+    static func active(_ versions: [PolicyKey: [PolicyVersion]], facts: FederationFacts, at time: Date) -> ActivePolicies {
         var chosen: [PolicyVersion] = []
         for list in versions.values {
             if let version = list.last(where: { $0.effectiveFrom <= time }) { chosen.append(version) }
@@ -115,13 +128,18 @@ public struct PolicySnapshot: Sendable {
         return ActivePolicies(facts: facts, versions: chosen)
     }
 
+    /// Until when ``active(at:)`` for the present costs nothing (the next announced version takes effect then).
+    public var presentValidUntil: Date { presentSpan.upperBound }
+
+    /// The rules in force at `time`: for each document, its latest version already effective.
+    public func active(at time: Date) -> ActivePolicies {
+        presentSpan.contains(time) ? present : Self.active(versions, facts: facts, at: time)
+    }
+
     /// Times in `(after, until]` at which an announced version takes effect, ascending.
     public func changes(after: Date, until: Date) -> [Date] {
-        var times: Set<Date> = []
-        for list in versions.values {
-            for version in list where version.effectiveFrom > after && version.effectiveFrom <= until { times.insert(version.effectiveFrom) }
-        }
-        return times.sorted()
+        if presentSpan.contains(after), until < presentSpan.upperBound { return [] }
+        return changeTimes.filter { $0 > after && $0 <= until }
     }
 
     /// The latest version of a document (effective or announced).
