@@ -137,6 +137,11 @@ struct Table {
         } else if let largest = largestPassKey(passes), case .number(let value)? = passes[largest] {
             rows.append(["pass time, \(largest) (largest measured)", "\(Self.format(value)) ms", "≤ 50 at 100000x10000", ""])
         }
+        let decisions = object("rules_per_decision_us")
+        if let largest = largestPassKey(decisions), case .number(let value)? = decisions[largest] {
+            rows.append(["sovereignty: eligibility + placement per decision (\(largest) datasets×hosts)", "\(Self.format(value)) µs", "", ""])
+            rows.append(["  one uncached (job, host) evaluation", "\(f("rules_eval_uncached_us")) µs", "", ""])
+        }
         let rssAt = string("server_rss_at") ?? ""
         rows.append([
             "server RSS\(rssAt.isEmpty ? "" : " (\(rssAt))")", "\(f("server_rss_mb")) MB", "≤ 300 at 10k hosts + 1M queued",
