@@ -132,6 +132,28 @@ struct SovereigntyEvaluationTests {
         #expect(verdict(["not-adequate"], on: ke).eligible)
     }
 
+    @Test("a condition on a member set applies together with the inner set's own conditions")
+    func nestedConditions() throws {
+        let snapshot = try Fixture.snapshot([
+            #"{"kind": "jurisdiction-set", "name": "DPF_US", "members": [{"jurisdiction": "US", "when": {"label": "dpf_certified", "equals": "true"}}, "CH"]}"#,
+            #"{"kind": "jurisdiction-set", "name": "TRE_DPF", "members": [{"set": "DPF_US", "when": {"label": "tre", "equals": "true"}}]}"#,
+            Fixture.dataset("d", extra: #""residency": {"allow": ["TRE_DPF"]}"#),
+            Fixture.openDonor("mak"),
+        ])
+        func codes(_ labels: [String: String], in jurisdiction: String = "US") -> [Reason.Code] {
+            snapshot.evaluate(Fixture.job("asr", inputs: ["d"]), on: Fixture.host(1, "mak", jurisdiction, labels: labels), at: now).codes
+        }
+        #expect(codes(["dpf_certified": "true", "tre": "true"]) == [])
+        #expect(codes(["dpf_certified": "true", "tre": "false"]) == [.residency])
+        #expect(codes(["dpf_certified": "true"]) == [.evalError])
+        #expect(codes(["dpf_certified": "false", "tre": "true"]) == [.residency])
+        #expect(codes(["tre": "true"]) == [.evalError])
+        // CH has no condition of its own: the outer one alone applies.
+        #expect(codes(["tre": "true"], in: "CH") == [])
+        #expect(codes(["tre": "false"], in: "CH") == [.residency])
+        #expect(codes([:], in: "CH") == [.evalError])
+    }
+
     @Test("several datasets intersect, and every failing one is named")
     func intersections() {
         #expect(verdict(["eu-wide", "de-ke"], on: de).eligible)
