@@ -131,6 +131,16 @@ struct FederationRuleTests {
         ])
     }
 
+    @Test("a forbid without jurisdictions rejects the job at submission, with that reason alone")
+    func forbidEverywhere() {
+        let job = Fixture.job("ads")
+        let reasons = snapshot.active(at: now).jobReasons(job)
+        #expect(reasons.map(\.label) == ["E_FEDERATION_FORBID(guardrails#suspended)"])
+        #expect(reasons.first?.category == .job)
+        #expect(snapshot.active(at: now).permitted(job) == .only([]))
+        #expect(snapshot.evaluate(job, on: Fixture.host(1, "acme", "US"), at: now).codes == [.federationForbidJob])
+    }
+
     @Test("a forbid with jurisdictions excludes hosts there, and only those")
     func forbidSomewhere() {
         let health = Fixture.job("asr", inputs: ["health"])

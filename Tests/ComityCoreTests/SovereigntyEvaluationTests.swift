@@ -154,6 +154,24 @@ struct SovereigntyEvaluationTests {
         #expect(codes([:], in: "CH") == [.evalError])
     }
 
+    @Test("a set naming something that is neither a jurisdiction nor a set in force fails closed everywhere")
+    func brokenSets() throws {
+        let snapshot = try Fixture.snapshot([
+            #"{"kind": "jurisdiction-set", "name": "BROKEN", "members": ["DE", "XX"]}"#,
+            #"{"kind": "jurisdiction-set", "name": "LOOP_A", "members": ["DE", "LOOP_B"]}"#,
+            #"{"kind": "jurisdiction-set", "name": "LOOP_B", "members": ["KE", "LOOP_A"]}"#,
+            Fixture.dataset("broken", extra: #""residency": {"allow": ["BROKEN"]}"#),
+            Fixture.dataset("loop", extra: #""residency": {"allow": ["LOOP_A"]}"#),
+            Fixture.dataset("gone", extra: #""residency": {"deny": ["NOPE"]}"#),
+            Fixture.openDonor("tum"),
+        ])
+        for input in ["broken", "loop", "gone"] {
+            let job = Fixture.job("asr", inputs: [input])
+            #expect(snapshot.evaluate(job, on: de, at: now).codes == [.evalError], "\(input)")
+            #expect(snapshot.active(at: now).permitted(job) == .only([]), "\(input)")
+        }
+    }
+
     @Test("several datasets intersect, and every failing one is named")
     func intersections() {
         #expect(verdict(["eu-wide", "de-ke"], on: de).eligible)
@@ -344,5 +362,15 @@ struct LineageAndExportTests {
         #expect(away.failures.first?.category == .data)
         #expect(verdict("llm-ft", on: kenya, project: "vision").failures.map(\.label) == ["EXPORT_CONTROL(llm-ft←llm)"])
         #expect(verdict("llm-ft", on: germany, project: "vision").eligible)
+    }
+
+    @Test("an export class no federation policy defines fails closed on every host")
+    func undefinedExportClass() {
+        for host in [germany, kenya] {
+            let found = verdict("secret-llm", on: host, project: "vision")
+            #expect(found.codes == [.evalError])
+            #expect(found.failures.first?.detail.contains("CTRL-Z") == true)
+        }
+        #expect(snapshot.active(at: now).permitted(Fixture.job("vision", inputs: ["secret-llm"])) == .only([]))
     }
 }

@@ -116,7 +116,9 @@ extension ActivePolicies {
                            detail: "federation rule \(version.document.name)#\(rule.id) forbids this job everywhere"))
             }
         }
-        if unknown.isEmpty, errors.isEmpty, case .only(let codes) = permitted(job), codes.isEmpty {
+        // Only constraints that can be evaluated: a broken rule fails closed (EVAL_ERROR, the job waits), and a forbid
+        // without jurisdictions has its own reason above.
+        if unknown.isEmpty, errors.isEmpty, case .only(let codes)? = allowed(classed, obligations), codes.isEmpty {
             let constraints = obligations.compactMap { o in o.rule.residency.allow.map { "\(o.subject) allows \($0.joined(separator: ", "))" } }
             reasons.append(
                 Reason(.residencyEmpty, category: .job,
@@ -130,34 +132,41 @@ extension ActivePolicies {
     public func permitted(_ job: JobFacts) -> PermittedJurisdictions {
         let (obligations, unknown, errors) = obligations(job)
         if !unknown.isEmpty || !errors.isEmpty { return .only([]) }
+        var classed = job
+        classed.dataClass = dataClass(obligations)
+        for version in federation {
+            guard case .federation(let policy) = version.document.body else { continue }
+            if policy.forbid.contains(where: { $0.jurisdictions == nil && $0.match.matches(classed) }) { return .only([]) }
+        }
+        return allowed(classed, obligations) ?? .only([])
+    }
+
+    /// The jurisdictions that the inputs' residencies and export classes, and the federation's forbids with
+    /// jurisdictions, leave to `job` (classed); `nil` when one of them cannot be evaluated.
+    func allowed(_ job: JobFacts, _ obligations: [Obligation]) -> PermittedJurisdictions? {
         var result: Set<String>?
         func intersect(_ codes: Set<String>) { result = result.map { $0.intersection(codes) } ?? codes }
         for obligation in obligations {
             let residency = obligation.rule.residency
             if let allow = residency.allow {
-                guard let codes = possibleCodes(allow) else { return .only([]) }
+                guard let codes = possibleCodes(allow) else { return nil }
                 intersect(codes)
             }
             if !residency.deny.isEmpty {
-                guard possibleCodes(residency.deny) != nil else { return .only([]) }
+                guard possibleCodes(residency.deny) != nil else { return nil }
                 intersect(Set(descendants.keys).subtracting(certainCodes(residency.deny)))
             }
             if let exportClass = obligation.rule.exportClass {
-                guard let allowed = exportAllowed(exportClass), let codes = possibleCodes(allowed) else { return .only([]) }
+                guard let allowed = exportAllowed(exportClass), let codes = possibleCodes(allowed) else { return nil }
                 intersect(codes)
             }
         }
-        var classed = job
-        classed.dataClass = dataClass(obligations)
         for version in federation {
             guard case .federation(let policy) = version.document.body else { continue }
-            for rule in policy.forbid where rule.match.matches(classed) {
-                if let jurisdictions = rule.jurisdictions {
-                    guard possibleCodes(jurisdictions) != nil else { return .only([]) }
-                    intersect(Set(descendants.keys).subtracting(certainCodes(jurisdictions)))
-                } else {
-                    return .only([])
-                }
+            for rule in policy.forbid where rule.match.matches(job) {
+                guard let jurisdictions = rule.jurisdictions else { continue }  // forbidden everywhere: see permitted
+                guard possibleCodes(jurisdictions) != nil else { return nil }
+                intersect(Set(descendants.keys).subtracting(certainCodes(jurisdictions)))
             }
         }
         return result.map(PermittedJurisdictions.only) ?? .anywhere
