@@ -150,6 +150,21 @@ struct TimeWindowTests {
         #expect(try verdict(Self.evenings, in: zone, at: at, runtime: 2 * 3600).eligible)
     }
 
+    @Test("must_finish_within_window counts adjoining windows as one stretch")
+    func mustFinishAcrossMidnight() throws {
+        let zone = "Africa/Nairobi"
+        // Saturday 20:00: the weekend goes on through Sunday.
+        #expect(try verdict(Self.weekends, in: zone, at: "2026-06-13T17:00:00Z", runtime: 10 * 3600, mustFinish: true).eligible)
+        // Sunday 20:00: Monday is not weekend.
+        let sunday = try verdict(Self.weekends, in: zone, at: "2026-06-14T17:00:00Z", runtime: 10 * 3600, mustFinish: true)
+        #expect(sunday.codes == [.donorWindowFit])
+        #expect(sunday.failures.first?.detail.contains("closes in 4h;") == true)
+        // An evening written as two windows split at midnight.
+        let split = #"[{"from": "18:00", "to": "24:00"}, {"from": "00:00", "to": "06:00"}]"#
+        #expect(try verdict(split, in: zone, at: "2026-06-10T19:00:00Z", runtime: 6 * 3600, mustFinish: true).eligible)
+        #expect(try !verdict(split, in: zone, at: "2026-06-10T19:00:00Z", runtime: 9 * 3600, mustFinish: true).eligible)
+    }
+
     @Test("a host's timezone label overrides the policy's; an unknown one fails closed")
     func hostTimeZone() throws {
         let at = "2026-06-10T16:00:00Z"  // 19:00 in Nairobi, 16:00 in UTC

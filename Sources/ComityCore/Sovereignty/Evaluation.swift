@@ -436,8 +436,13 @@ struct WindowClock {
         windows.flatMap { occurrences($0, around: time, days: 0...8) }.map(\.start).filter { $0 > time }.min()
     }
 
-    /// When the window open at `time` closes (the latest end among the open occurrences).
+    /// When the window open at `time` closes: the end of the stretch of open occurrences, where adjoining or
+    /// overlapping ones run on (a weekend written as Saturday and Sunday, an evening split at midnight), looked at up
+    /// to a week ahead.
     func closing(_ windows: [TimeWindow], at time: Date) -> Date? {
-        windows.flatMap { occurrences($0, around: time, days: -1...0) }.filter { $0.start <= time && time < $0.end }.map(\.end).max()
+        let all = windows.flatMap { occurrences($0, around: time, days: -1...7) }
+        guard var end = all.filter({ $0.start <= time && time < $0.end }).map(\.end).max() else { return nil }
+        while let later = all.filter({ $0.start <= end && $0.end > end }).map(\.end).max() { end = later }
+        return end
     }
 }
