@@ -165,6 +165,29 @@ struct TimeWindowTests {
         #expect(try !verdict(split, in: zone, at: "2026-06-10T19:00:00Z", runtime: 9 * 3600, mustFinish: true).eligible)
     }
 
+    @Test("a window from a time to the same time is the whole day, for opening and for must-finish alike")
+    func wholeDay() throws {
+        let saturday = #"[{"days": ["sat"], "from": "06:00", "to": "06:00"}]"#
+        #expect(try isOpen(saturday, in: "UTC", at: "2026-06-13T03:00:00Z"))
+        #expect(try !isOpen(saturday, in: "UTC", at: "2026-06-14T03:00:00Z"))
+        let friday = try verdict(saturday, in: "UTC", at: "2026-06-12T23:00:00Z")
+        #expect(friday.failures.first?.detail.hasSuffix("(opens in 1h)") == true, "\(friday.failures)")
+        // Saturday ends at midnight, not at 06:00 on Sunday.
+        #expect(try verdict(saturday, in: "UTC", at: "2026-06-13T03:00:00Z", runtime: 20 * 3600, mustFinish: true).eligible)
+        #expect(try verdict(saturday, in: "UTC", at: "2026-06-13T03:00:00Z", runtime: 22 * 3600, mustFinish: true).codes == [.donorWindowFit])
+        #expect(try verdict(saturday, in: "UTC", at: "2026-06-13T20:00:00Z", runtime: 8 * 3600, mustFinish: true).codes == [.donorWindowFit])
+    }
+
+    @Test("must-finish fails closed when the close cannot be placed (a window ending inside the repeated hour)")
+    func mustFinishInRepeatedHour() throws {
+        // 01:00-02:30 in Berlin on 2026-10-25: at 02:00 CET, the second time round, the window is open again until
+        // 02:30 CET; a guest of two hours cannot finish in it.
+        let window = #"[{"from": "01:00", "to": "02:30"}]"#
+        #expect(try isOpen(window, in: "Europe/Berlin", at: "2026-10-25T01:00:00Z"))
+        let found = try verdict(window, in: "Europe/Berlin", at: "2026-10-25T01:00:00Z", runtime: 2 * 3600, mustFinish: true)
+        #expect(found.codes == [.donorWindowFit])
+    }
+
     @Test("a host's timezone label overrides the policy's; an unknown one fails closed")
     func hostTimeZone() throws {
         let at = "2026-06-10T16:00:00Z"  // 19:00 in Nairobi, 16:00 in UTC

@@ -348,7 +348,8 @@ extension ActivePolicies {
                            brief: "guests \(Self.describe(windows)) \(zone.identifier)\(next.map { ", opens in \(Self.duration($0.timeIntervalSince(time)))" } ?? "")"))
                 continue
             }
-            if rule.mustFinishWithinWindow, let closes = clock.closing(windows, at: time),
+            // A close that cannot be placed (a window ending inside the hour repeated when clocks go back) fails closed.
+            if rule.mustFinishWithinWindow, case let closes = clock.closing(windows, at: time) ?? time,
                 time.addingTimeInterval(TimeInterval(job.maxRuntimeSeconds)) > closes
             {
                 windowReasons.append(
@@ -413,15 +414,17 @@ struct WindowClock {
 
     /// Occurrences of a window that start on the local days around `time`.
     func occurrences(_ window: TimeWindow, around time: Date, days range: ClosedRange<Int>) -> [(start: Date, end: Date)] {
+        // `from == to` is the whole day, as in `isOpen`.
+        let (from, to) = window.fromMinute == window.toMinute ? (0, 24 * 60) : (window.fromMinute, window.toMinute)
         let today = calendar.startOfDay(for: time)
         var result: [(Date, Date)] = []
         for offset in range {
             guard let day = calendar.date(byAdding: .day, value: offset, to: today) else { continue }
             let weekday = Weekday(calendarWeekday: calendar.component(.weekday, from: day))
             if let days = window.days, !days.contains(weekday) { continue }
-            guard let start = at(window.fromMinute, of: day) else { continue }
-            let endDay = window.toMinute > window.fromMinute ? day : calendar.date(byAdding: .day, value: 1, to: day) ?? day
-            guard let end = at(window.toMinute, of: endDay) else { continue }
+            guard let start = at(from, of: day) else { continue }
+            let endDay = to > from ? day : calendar.date(byAdding: .day, value: 1, to: day) ?? day
+            guard let end = at(to, of: endDay) else { continue }
             result.append((start, end))
         }
         return result
