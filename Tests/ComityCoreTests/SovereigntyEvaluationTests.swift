@@ -172,6 +172,23 @@ struct SovereigntyEvaluationTests {
         }
     }
 
+    @Test("a cycle is explained the same way in every process (decisions are replayed byte for byte)")
+    func deterministicCycleText() throws {
+        // Swift seeds each process's (and each table's) hash order at random: the text must not depend on it.
+        let snapshot = try Fixture.snapshot([
+            #"{"kind": "jurisdiction-set", "name": "CYCLE_C", "members": ["CYCLE_A"]}"#,
+            #"{"kind": "jurisdiction-set", "name": "CYCLE_B", "members": ["CYCLE_C"]}"#,
+            #"{"kind": "jurisdiction-set", "name": "CYCLE_A", "members": ["DE", "CYCLE_B"]}"#,
+            Fixture.dataset("d", extra: #""residency": {"allow": ["CYCLE_B"]}"#),
+        ])
+        let verdict = snapshot.evaluate(Fixture.job("asr", inputs: ["d"]), on: ke, at: now)
+        #expect(
+            verdict.failures.map(\.detail) == [
+                "jurisdiction set CYCLE_A contains itself (CYCLE_A → CYCLE_B → CYCLE_C → CYCLE_A) (fail closed)"
+            ])
+        #expect(verdict.failures.map(\.rule) == ["jurisdiction-set/CYCLE_A@v1"])
+    }
+
     @Test("several datasets intersect, and every failing one is named")
     func intersections() {
         #expect(verdict(["eu-wide", "de-ke"], on: de).eligible)

@@ -242,7 +242,8 @@ public struct ActivePolicies: Sendable {
             expanded[name] = result
             return result
         }
-        for name in sets.keys { _ = expand(name, path: []) }
+        // In name order: which set a cycle is reported from must not depend on hash order (replays are byte for byte).
+        for name in sets.keys.sorted() { _ = expand(name, path: []) }
         self.expandedSets = expanded
     }
 
