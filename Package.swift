@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         // Pure domain: no I/O, no clocks.
@@ -145,7 +146,11 @@ let package = Package(
         ),
         .executableTarget(name: "EmbedMigrations", swiftSettings: swiftSettings),
         .plugin(name: "MigrationsPlugin", capability: .buildTool(), dependencies: ["EmbedMigrations"]),
-        .testTarget(name: "ComityCoreTests", dependencies: ["ComityCore", "ComityAPI"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ComityCoreTests",
+            dependencies: ["ComityCore", "ComityAPI", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ComityStoreTests",
             dependencies: [

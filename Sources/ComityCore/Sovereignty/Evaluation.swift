@@ -116,7 +116,9 @@ extension ActivePolicies {
                            detail: "federation rule \(version.document.name)#\(rule.id) forbids this job everywhere"))
             }
         }
-        if unknown.isEmpty, errors.isEmpty, case .only(let codes) = permitted(job), codes.isEmpty {
+        // Only constraints that can be evaluated: a broken rule fails closed (EVAL_ERROR, the job waits), and a forbid
+        // without jurisdictions has its own reason above.
+        if unknown.isEmpty, errors.isEmpty, case .only(let codes)? = allowed(classed, obligations), codes.isEmpty {
             let constraints = obligations.compactMap { o in o.rule.residency.allow.map { "\(o.subject) allows \($0.joined(separator: ", "))" } }
             reasons.append(
                 Reason(.residencyEmpty, category: .job,
@@ -130,34 +132,41 @@ extension ActivePolicies {
     public func permitted(_ job: JobFacts) -> PermittedJurisdictions {
         let (obligations, unknown, errors) = obligations(job)
         if !unknown.isEmpty || !errors.isEmpty { return .only([]) }
+        var classed = job
+        classed.dataClass = dataClass(obligations)
+        for version in federation {
+            guard case .federation(let policy) = version.document.body else { continue }
+            if policy.forbid.contains(where: { $0.jurisdictions == nil && $0.match.matches(classed) }) { return .only([]) }
+        }
+        return allowed(classed, obligations) ?? .only([])
+    }
+
+    /// The jurisdictions that the inputs' residencies and export classes, and the federation's forbids with
+    /// jurisdictions, leave to `job` (classed); `nil` when one of them cannot be evaluated.
+    func allowed(_ job: JobFacts, _ obligations: [Obligation]) -> PermittedJurisdictions? {
         var result: Set<String>?
         func intersect(_ codes: Set<String>) { result = result.map { $0.intersection(codes) } ?? codes }
         for obligation in obligations {
             let residency = obligation.rule.residency
             if let allow = residency.allow {
-                guard let codes = possibleCodes(allow) else { return .only([]) }
+                guard let codes = possibleCodes(allow) else { return nil }
                 intersect(codes)
             }
             if !residency.deny.isEmpty {
-                guard possibleCodes(residency.deny) != nil else { return .only([]) }
+                guard possibleCodes(residency.deny) != nil else { return nil }
                 intersect(Set(descendants.keys).subtracting(certainCodes(residency.deny)))
             }
             if let exportClass = obligation.rule.exportClass {
-                guard let allowed = exportAllowed(exportClass), let codes = possibleCodes(allowed) else { return .only([]) }
+                guard let allowed = exportAllowed(exportClass), let codes = possibleCodes(allowed) else { return nil }
                 intersect(codes)
             }
         }
-        var classed = job
-        classed.dataClass = dataClass(obligations)
         for version in federation {
             guard case .federation(let policy) = version.document.body else { continue }
-            for rule in policy.forbid where rule.match.matches(classed) {
-                if let jurisdictions = rule.jurisdictions {
-                    guard possibleCodes(jurisdictions) != nil else { return .only([]) }
-                    intersect(Set(descendants.keys).subtracting(certainCodes(jurisdictions)))
-                } else {
-                    return .only([])
-                }
+            for rule in policy.forbid where rule.match.matches(job) {
+                guard let jurisdictions = rule.jurisdictions else { continue }  // forbidden everywhere: see permitted
+                guard possibleCodes(jurisdictions) != nil else { return nil }
+                intersect(Set(descendants.keys).subtracting(certainCodes(jurisdictions)))
             }
         }
         return result.map(PermittedJurisdictions.only) ?? .anywhere
@@ -339,7 +348,8 @@ extension ActivePolicies {
                            brief: "guests \(Self.describe(windows)) \(zone.identifier)\(next.map { ", opens in \(Self.duration($0.timeIntervalSince(time)))" } ?? "")"))
                 continue
             }
-            if rule.mustFinishWithinWindow, let closes = clock.closing(windows, at: time),
+            // A close that cannot be placed (a window ending inside the hour repeated when clocks go back) fails closed.
+            if rule.mustFinishWithinWindow, case let closes = clock.closing(windows, at: time) ?? time,
                 time.addingTimeInterval(TimeInterval(job.maxRuntimeSeconds)) > closes
             {
                 windowReasons.append(
@@ -404,15 +414,17 @@ struct WindowClock {
 
     /// Occurrences of a window that start on the local days around `time`.
     func occurrences(_ window: TimeWindow, around time: Date, days range: ClosedRange<Int>) -> [(start: Date, end: Date)] {
+        // `from == to` is the whole day, as in `isOpen`.
+        let (from, to) = window.fromMinute == window.toMinute ? (0, 24 * 60) : (window.fromMinute, window.toMinute)
         let today = calendar.startOfDay(for: time)
         var result: [(Date, Date)] = []
         for offset in range {
             guard let day = calendar.date(byAdding: .day, value: offset, to: today) else { continue }
             let weekday = Weekday(calendarWeekday: calendar.component(.weekday, from: day))
             if let days = window.days, !days.contains(weekday) { continue }
-            guard let start = at(window.fromMinute, of: day) else { continue }
-            let endDay = window.toMinute > window.fromMinute ? day : calendar.date(byAdding: .day, value: 1, to: day) ?? day
-            guard let end = at(window.toMinute, of: endDay) else { continue }
+            guard let start = at(from, of: day) else { continue }
+            let endDay = to > from ? day : calendar.date(byAdding: .day, value: 1, to: day) ?? day
+            guard let end = at(to, of: endDay) else { continue }
             result.append((start, end))
         }
         return result
@@ -427,8 +439,13 @@ struct WindowClock {
         windows.flatMap { occurrences($0, around: time, days: 0...8) }.map(\.start).filter { $0 > time }.min()
     }
 
-    /// When the window open at `time` closes (the latest end among the open occurrences).
+    /// When the window open at `time` closes: the end of the stretch of open occurrences, where adjoining or
+    /// overlapping ones run on (a weekend written as Saturday and Sunday, an evening split at midnight), looked at up
+    /// to a week ahead.
     func closing(_ windows: [TimeWindow], at time: Date) -> Date? {
-        windows.flatMap { occurrences($0, around: time, days: -1...0) }.filter { $0.start <= time && time < $0.end }.map(\.end).max()
+        let all = windows.flatMap { occurrences($0, around: time, days: -1...7) }
+        guard var end = all.filter({ $0.start <= time && time < $0.end }).map(\.end).max() else { return nil }
+        while let later = all.filter({ $0.start <= end && $0.end > end }).map(\.end).max() { end = later }
+        return end
     }
 }

@@ -184,7 +184,8 @@ public struct ActivePolicies: Sendable {
 
     struct ExpandedMember: Sendable, Hashable {
         var code: String
-        var when: LabelCondition?
+        /// The member's own condition and those of every set member it was reached through: all must hold.
+        var conditions: [LabelCondition]
     }
 
     struct EvaluationError: Error, Sendable, Hashable {
@@ -237,12 +238,12 @@ public struct ActivePolicies: Sendable {
             var members: [ExpandedMember] = []
             for member in rule.members {
                 if let codes = descendants[member.ref] {
-                    members += codes.sorted().map { ExpandedMember(code: $0, when: member.when) }
+                    members += codes.sorted().map { ExpandedMember(code: $0, conditions: member.when.map { [$0] } ?? []) }
                 } else if sets[member.ref] != nil {
                     switch expand(member.ref, path: path + [name]) {
                     case .success(let inner):
-                        // A condition on the outer member applies to every inner member (inner conditions win).
-                        members += inner.map { ExpandedMember(code: $0.code, when: $0.when ?? member.when) }
+                        // A condition on the outer member applies to every inner member, together with their own.
+                        members += inner.map { ExpandedMember(code: $0.code, conditions: $0.conditions + (member.when.map { [$0] } ?? [])) }
                     case .failure(let error):
                         let result = Result<[ExpandedMember], EvaluationError>.failure(error)
                         expanded[name] = result
@@ -259,7 +260,8 @@ public struct ActivePolicies: Sendable {
             expanded[name] = result
             return result
         }
-        for name in sets.keys { _ = expand(name, path: []) }
+        // In name order: which set a cycle is reported from must not depend on hash order (replays are byte for byte).
+        for name in sets.keys.sorted() { _ = expand(name, path: []) }
         self.expandedSets = expanded
     }
 
@@ -279,7 +281,7 @@ public struct ActivePolicies: Sendable {
         var members: [ExpandedMember] = []
         for ref in refs {
             if let codes = descendants[ref] {
-                members += codes.map { ExpandedMember(code: $0, when: nil) }
+                members += codes.map { ExpandedMember(code: $0, conditions: []) }
             } else if let set = expandedSets[ref] {
                 switch set {
                 case .success(let inner): members += inner
@@ -293,19 +295,25 @@ public struct ActivePolicies: Sendable {
     }
 
     /// Whether `host` is in the area `refs` name. Conditional members read the host's labels; a missing label is an
-    /// evaluation error (fail closed), never a silent "no".
+    /// evaluation error (fail closed), never a silent "no" (unless another condition of the same member is false).
     func contains(_ refs: [String], _ host: HostFacts) -> Result<Bool, EvaluationError> {
         switch expand(refs) {
         case .failure(let error): return .failure(error)
         case .success(let members):
             var missing: String?
             for member in members where member.code == host.jurisdiction {
-                guard let condition = member.when else { return .success(true) }
-                guard let value = host.labels[condition.label] else {
-                    missing = condition.label
-                    continue
+                var lacking: String?
+                var holds = true
+                for condition in member.conditions {
+                    if let value = host.labels[condition.label] {
+                        if value != condition.equals { holds = false }
+                    } else {
+                        lacking = condition.label
+                    }
                 }
-                if value == condition.equals { return .success(true) }
+                guard holds else { continue }
+                guard let lacking else { return .success(true) }
+                missing = lacking
             }
             if let missing {
                 return .failure(EvaluationError(rule: nil, message: "membership of \(host.jurisdiction) depends on host label \(missing), which \(host.name) lacks"))
@@ -323,6 +331,6 @@ public struct ActivePolicies: Sendable {
 
     func certainCodes(_ refs: [String]) -> Set<String> {
         guard case .success(let members) = expand(refs) else { return [] }
-        return Set(members.filter { $0.when == nil }.map(\.code))
+        return Set(members.filter { $0.conditions.isEmpty }.map(\.code))
     }
 }
