@@ -60,12 +60,16 @@ extension Store {
             let (hosts, hostFacts) = try await availableHosts(context, on: connection)
             let now = Date()
             let active = context.active(at: now)
-            var verdicts: [Int: Bool] = [:]
+            // The rules' verdict per (job class, host key), decided on first use: 0 unknown, 1 eligible, 2 not.
+            var prepared: [PreparedJob?] = Array(repeating: nil, count: classFacts.count)
+            var verdicts = [UInt8](repeating: 0, count: classFacts.count * max(hostFacts.count, 1))
             let placements = Placer.place(pending, on: hosts) { policyClass, policyKey in
-                let key = policyClass &* 1_000_003 &+ policyKey
-                if let known = verdicts[key] { return known }
-                let eligible = context.snapshot.evaluate(classFacts[policyClass], on: hostFacts[policyKey], at: now).eligible
-                verdicts[key] = eligible
+                let slot = policyClass * hostFacts.count + policyKey
+                if verdicts[slot] != 0 { return verdicts[slot] == 1 }
+                let job = prepared[policyClass] ?? active.prepare(classFacts[policyClass])
+                prepared[policyClass] = job
+                let eligible = context.snapshot.evaluate(job, on: hostFacts[policyKey], at: now).eligible
+                verdicts[slot] = eligible ? 1 : 2
                 return eligible
             }
             let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)

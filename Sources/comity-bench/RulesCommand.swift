@@ -46,16 +46,21 @@ struct RulesCommand: AsyncParsableCommand {
                 }
                 evalMicros = max(evalMicros, uncached.seconds * 1e6 / Double(sample))
                 // The pass: eligibility memoized per (class, key), then the placer.
-                var verdicts: [Int: Bool] = [:]
                 var pairs = 0
                 var placements: [Placement] = []
                 let withRules = clock.measure {
+                    // Exactly as Store.schedulingPass: jobs prepared once per class, verdicts memoized per (class, key).
+                    let active = world.snapshot.active(at: now)
+                    var prepared: [PreparedJob?] = Array(repeating: nil, count: jobs.facts.count)
+                    var verdicts = [UInt8](repeating: 0, count: jobs.facts.count * pool.keyFacts.count)
                     placements = Placer.place(jobs.pending, on: pool.availability) { policyClass, policyKey in
-                        let key = policyClass &* 1_000_003 &+ policyKey
-                        if let known = verdicts[key] { return known }
+                        let slot = policyClass * pool.keyFacts.count + policyKey
+                        if verdicts[slot] != 0 { return verdicts[slot] == 1 }
                         pairs += 1
-                        let verdict = world.snapshot.evaluate(jobs.facts[policyClass], on: pool.keyFacts[policyKey], at: now).eligible
-                        verdicts[key] = verdict
+                        let job = prepared[policyClass] ?? active.prepare(jobs.facts[policyClass])
+                        prepared[policyClass] = job
+                        let verdict = world.snapshot.evaluate(job, on: pool.keyFacts[policyKey], at: now).eligible
+                        verdicts[slot] = verdict ? 1 : 2
                         return verdict
                     }
                 }

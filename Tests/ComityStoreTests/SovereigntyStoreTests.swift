@@ -143,7 +143,8 @@ struct SovereigntyStoreTests {
             let pool = try await Sovereign.make(client)
             let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1")
             _ = try await pool.seed.enroll("de-1")
-            let soon = Date().addingTimeInterval(2)
+            // Far enough ahead that a loaded machine places the short job before it: the test waits for it anyway.
+            let soon = Date().addingTimeInterval(8)
             try await pool.apply(
                 ["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["DE"]],
                  "effective_from": .string(soon.formatted(.iso8601))], by: pool.uon)

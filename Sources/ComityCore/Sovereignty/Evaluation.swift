@@ -1,5 +1,15 @@
 import Foundation
 
+/// A job with what the rules say about it regardless of host: its obligations (inputs and their sources), its
+/// strictest class, and its host-independent reasons. Prepared by one ``ActivePolicies``.
+public struct PreparedJob: Sendable {
+    /// The job, with its data class filled in.
+    public let facts: JobFacts
+    let obligations: [ActivePolicies.Obligation]
+    public let jobReasons: [Reason]
+    let policiesID: String
+}
+
 /// Where a job's data may go, as the database checks it (see `migrations/0002_sovereignty.sql`).
 public enum PermittedJurisdictions: Sendable, Hashable {
     case anywhere
@@ -182,19 +192,29 @@ extension ActivePolicies {
     /// Whether `job` may run on `host` at `time` under these rules, with every failing rule and every rule that
     /// admitted it. Capacity is not considered here (see ``CapacityCheck``).
     public func evaluate(_ job: JobFacts, on host: HostFacts, at time: Date, checkWindows: Bool = true) -> Verdict {
+        evaluate(prepare(job), on: host, at: time, checkWindows: checkWindows)
+    }
+
+    /// What evaluation needs of a job that does not depend on the host, computed once per job class.
+    public func prepare(_ job: JobFacts) -> PreparedJob {
+        let (obligations, _, _) = obligations(job)
+        var classed = job
+        classed.dataClass = dataClass(obligations)
+        return PreparedJob(facts: classed, obligations: obligations, jobReasons: jobReasons(job), policiesID: id)
+    }
+
+    /// Whether the prepared job may run on `host` at `time`; see ``evaluate(_:on:at:checkWindows:)``.
+    public func evaluate(_ job: PreparedJob, on host: HostFacts, at time: Date, checkWindows: Bool = true) -> Verdict {
         var verdict = Verdict()
-        verdict.failures = jobReasons(job)
+        verdict.failures = job.jobReasons
         switch host.condition {
         case .up: break
         case .down: verdict.failures.append(Reason(.hostDown, category: .host, detail: "\(host.name) is down (no recent heartbeat)"))
         case .draining: verdict.failures.append(Reason(.hostDraining, category: .host, detail: "\(host.name) is draining"))
         }
-        let (obligations, _, _) = obligations(job)
-        var classed = job
-        classed.dataClass = dataClass(obligations)
-        for obligation in obligations { checkData(obligation, host, into: &verdict) }
-        checkFederation(classed, host, into: &verdict)
-        checkDonor(classed, host, at: time, checkWindows: checkWindows, into: &verdict)
+        for obligation in job.obligations { checkData(obligation, host, into: &verdict) }
+        checkFederation(job.facts, host, into: &verdict)
+        checkDonor(job.facts, host, at: time, checkWindows: checkWindows, into: &verdict)
         return verdict
     }
 
@@ -313,7 +333,7 @@ extension ActivePolicies {
             return
         }
         let zoneName = host.labels["timezone"] ?? policy.timezone
-        guard let zone = TimeZone(identifier: zoneName) else {
+        guard let zone = zoneName == policy.timezone ? donorZones[host.partner] : TimeZone(identifier: zoneName) else {
             verdict.failures.append(
                 evalError(version.label, EvaluationError(rule: version.label, message: "time zone \(zoneName) of \(host.name) is unknown")))
             return

@@ -149,11 +149,18 @@ public struct PolicySnapshot: Sendable {
     /// announced to take effect while the job could still be running (`max_runtime`): a host that such a version
     /// would exclude is excluded now with `POLICY_FUTURE_CONFLICT` (recurring donor windows are not looked ahead).
     public func evaluate(_ job: JobFacts, on host: HostFacts, at time: Date) -> Verdict {
-        var verdict = active(at: time).evaluate(job, on: host, at: time)
+        evaluate(active(at: time).prepare(job), on: host, at: time)
+    }
+
+    /// ``evaluate(_:on:at:)`` for a job prepared once (per job class) against `active(at: time)`.
+    public func evaluate(_ prepared: PreparedJob, on host: HostFacts, at time: Date) -> Verdict {
+        let present = active(at: time)
+        let job = prepared.policiesID == present.id ? prepared : present.prepare(prepared.facts)
+        var verdict = present.evaluate(job, on: host, at: time)
         guard verdict.eligible else { return verdict }
-        for change in changes(after: time, until: time.addingTimeInterval(TimeInterval(job.maxRuntimeSeconds))) {
+        for change in changes(after: time, until: time.addingTimeInterval(TimeInterval(job.facts.maxRuntimeSeconds))) {
             let future = active(at: change)
-            let failures = future.evaluate(job, on: host, at: change, checkWindows: false).failures.filter { $0.category != .host }
+            let failures = future.evaluate(future.prepare(job.facts), on: host, at: change, checkWindows: false).failures.filter { $0.category != .host }
             guard !failures.isEmpty else { continue }
             let changed = versions.values.flatMap { $0 }.filter { $0.effectiveFrom == change }.map(\.label).sorted()
             verdict.failures.append(
@@ -176,6 +183,8 @@ public struct ActivePolicies: Sendable {
     public let federation: [PolicyVersion]
     /// Identifies exactly this set of versions (recorded with every decision).
     public let id: String
+    /// Each donor policy's time zone, resolved once (`nil` when the identifier is unknown).
+    let donorZones: [String: TimeZone]
 
     /// Jurisdiction → itself and every jurisdiction it contains.
     let descendants: [String: Set<String>]
@@ -210,6 +219,10 @@ public struct ActivePolicies: Sendable {
         self.sets = sets
         self.datasets = datasets
         self.donors = donors
+        self.donorZones = donors.compactMapValues { version in
+            guard case .donorPolicy(let policy) = version.document.body else { return nil }
+            return TimeZone(identifier: policy.timezone)
+        }
         self.federation = federation.sorted { $0.document.name < $1.document.name }
         self.id = Self.identify(versions.map(\.label).sorted())
 
@@ -297,10 +310,22 @@ public struct ActivePolicies: Sendable {
     /// Whether `host` is in the area `refs` name. Conditional members read the host's labels; a missing label is an
     /// evaluation error (fail closed), never a silent "no" (unless another condition of the same member is false).
     func contains(_ refs: [String], _ host: HostFacts) -> Result<Bool, EvaluationError> {
-        switch expand(refs) {
-        case .failure(let error): return .failure(error)
-        case .success(let members):
-            var missing: String?
+        // Fail closed first: one reference that cannot be resolved makes the whole area unknown.
+        for ref in refs where descendants[ref] == nil {
+            switch expandedSets[ref] {
+            case nil: return .failure(EvaluationError(rule: nil, message: "\(ref) is neither a jurisdiction nor a jurisdiction set in force"))
+            case .failure(let error)?: return .failure(error)
+            case .success?: break
+            }
+        }
+        // Then without building member lists: this runs for every (job class, host kind) a pass considers.
+        var missing: String?
+        for ref in refs {
+            if let codes = descendants[ref] {
+                if codes.contains(host.jurisdiction) { return .success(true) }
+                continue
+            }
+            guard case .success(let members)? = expandedSets[ref] else { continue }
             for member in members where member.code == host.jurisdiction {
                 var lacking: String?
                 var holds = true
@@ -315,11 +340,11 @@ public struct ActivePolicies: Sendable {
                 guard let lacking else { return .success(true) }
                 missing = lacking
             }
-            if let missing {
-                return .failure(EvaluationError(rule: nil, message: "membership of \(host.jurisdiction) depends on host label \(missing), which \(host.name) lacks"))
-            }
-            return .success(false)
         }
+        if let missing {
+            return .failure(EvaluationError(rule: nil, message: "membership of \(host.jurisdiction) depends on host label \(missing), which \(host.name) lacks"))
+        }
+        return .success(false)
     }
 
     /// The jurisdictions an area could ever include (conditional members included), for the database's check and
