@@ -34,9 +34,12 @@ create trigger policies_immutable before update or delete on policies
 -- Bumped whenever anything the rules are evaluated against changes, so servers reload their snapshot only then.
 create table policy_state (
     singleton   boolean primary key default true check (singleton),
-    generation  bigint not null default 0
+    generation  bigint not null default 0,
+    -- The rules (ActivePolicies id) running jobs were last checked against: when an announced version takes
+    -- effect, the first replica to notice checks them again.
+    enforced    text
 );
-insert into policy_state values (true, 0);
+insert into policy_state (singleton, generation) values (true, 0);
 
 create function policy_state_bump() returns trigger language plpgsql as $$
 begin

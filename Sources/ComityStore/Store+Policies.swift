@@ -233,6 +233,7 @@ extension Store {
                         \(effective), \(principal.id), \(document.reason))
                 """, logger: logger)
             try await enforce(after, impact: impact, label: "\(document.key)@v\(version)", on: connection)
+            try await connection.query("update policy_state set enforced = \(after.active(at: now).id)", logger: logger)
             return result
         }
     }
@@ -305,9 +306,10 @@ extension Store {
         var memo: [JobFacts: (before: Int, after: Int)] = [:]
         func eligibleCount(_ snapshot: PolicySnapshot, _ job: JobFacts) -> Int {
             var keys: [PolicyHostKey: Bool] = [:]
+            let prepared = snapshot.active(at: now).prepare(job)
             return hosts.filter { host in
                 if let known = keys[host.facts.policyKey] { return known }
-                let verdict = snapshot.evaluate(job, on: host.facts, at: now).eligible
+                let verdict = snapshot.evaluate(prepared, on: host.facts, at: now, decideOnly: true).eligible
                 keys[host.facts.policyKey] = verdict
                 return verdict
             }.count
@@ -435,6 +437,29 @@ extension Store {
             try await connection.query("select pg_notify(\(Channel.job), \(String(job))), pg_notify(\(Channel.assign), \(String(host)))", logger: logger)
         }
         if !rows.isEmpty { try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger) }
+    }
+
+    /// When a version announced for later has taken effect, checks running jobs against the rules now in force,
+    /// as an apply would (called by the reaper; the first replica to notice does it, under the rules' lock).
+    ///
+    /// - Returns: how many running jobs were stopped or scheduled for preemption.
+    @discardableResult
+    package func enforceAnnouncedRules() async throws -> Int {
+        let state = try await client.query("select generation, enforced from policy_state", logger: logger).decode((Int64, String?).self).collect()
+        guard let (generation, enforced) = state.first else { return 0 }
+        let context = try await client.withConnection { try await policyContext(on: $0, knownGeneration: generation) }
+        guard enforced != context.active().id else { return 0 }
+        return try await transaction { connection in
+            let locked = try await connection.query("select enforced from policy_state for update", logger: logger).decode(String?.self).collect()
+            let context = try await policyContext(on: connection)
+            let now = Date()
+            let current = context.active(at: now).id
+            guard locked.first != .some(current) else { return 0 }
+            let impact = try await self.impact(of: context.snapshot, comparedTo: context, at: now, on: connection)
+            try await enforce(context.snapshot, impact: impact, label: "rules in force \(current)", on: connection)
+            try await connection.query("update policy_state set enforced = \(current)", logger: logger)
+            return impact.stop.count + impact.preempt.count
+        }
     }
 
     /// Preempts running guests whose donor grace has run out (called by the reaper).

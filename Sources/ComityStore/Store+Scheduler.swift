@@ -68,7 +68,7 @@ extension Store {
                 if verdicts[slot] != 0 { return verdicts[slot] == 1 }
                 let job = prepared[policyClass] ?? active.prepare(classFacts[policyClass])
                 prepared[policyClass] = job
-                let eligible = context.snapshot.evaluate(job, on: hostFacts[policyKey], at: now).eligible
+                let eligible = context.snapshot.evaluate(job, on: hostFacts[policyKey], at: now, decideOnly: true).eligible
                 verdicts[slot] = eligible ? 1 : 2
                 return eligible
             }

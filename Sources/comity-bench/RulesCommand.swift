@@ -59,7 +59,7 @@ struct RulesCommand: AsyncParsableCommand {
                         pairs += 1
                         let job = prepared[policyClass] ?? active.prepare(jobs.facts[policyClass])
                         prepared[policyClass] = job
-                        let verdict = world.snapshot.evaluate(job, on: pool.keyFacts[policyKey], at: now).eligible
+                        let verdict = world.snapshot.evaluate(job, on: pool.keyFacts[policyKey], at: now, decideOnly: true).eligible
                         verdicts[slot] = verdict ? 1 : 2
                         return verdict
                     }

@@ -102,7 +102,16 @@ struct SovereigntyPropertyTests {
         for job in jobFacts where classOf[job] == nil { classOf[job] = classOf.count }
         var verdicts: [Pair: Verdict] = [:]
         for (job, jobClass) in classOf {
-            for (key, host) in representative { verdicts[Pair(job: jobClass, host: key)] = snapshot.evaluate(job, on: host, at: world.now) }
+            let prepared = snapshot.active(at: world.now).prepare(job)
+            for (key, host) in representative {
+                let full = snapshot.evaluate(job, on: host, at: world.now)
+                verdicts[Pair(job: jobClass, host: key)] = full
+                // The scheduler's fast path (first failure decides, no text) must reach the same decision.
+                let fast = snapshot.evaluate(prepared, on: host, at: world.now, decideOnly: true)
+                if fast.eligible != full.eligible {
+                    problems.append("decide-only verdict \(fast.eligible) differs from the full one \(full.eligible) (\(full.failures.map(\.label)))")
+                }
+            }
         }
         func verdict(_ job: Int, _ host: Int) -> Verdict {
             verdicts[Pair(job: classOf[jobFacts[job]]!, host: keyOf[hostFacts[host].policyKey]!)]!

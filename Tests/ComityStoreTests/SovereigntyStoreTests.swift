@@ -175,6 +175,34 @@ struct SovereigntyStoreTests {
         }
     }
 
+    @Test("a version announced for later stops the running jobs it forbids when it takes effect")
+    func announcedRuleTakesEffect() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let pool = try await Sovereign.make(client)
+            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1")
+            #expect(try await pool.store.enforceAnnouncedRules() == 0)  // nothing runs yet
+            let soon = Date().addingTimeInterval(6)
+            let announced = try await pool.apply(
+                ["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["DE"]],
+                 "effective_from": .string(soon.formatted(.iso8601))], by: pool.uon)
+            #expect(announced.impact.stopped.isEmpty)
+            let job = try await pool.submit("short", maxRuntime: 1)
+            _ = try await pool.store.schedulingPass()
+            let attempt = try #require(try await pool.seed.state(job).attempt)
+            _ = try await pool.store.start(attempt: attempt, host: ke.host)
+            // Before the version is in force, nothing changes.
+            #expect(try await pool.store.enforceAnnouncedRules() == 0)
+            #expect(try await pool.seed.state(job).state == .running)
+
+            try await Task.sleep(until: .now + .seconds(max(0, soon.timeIntervalSinceNow) + 0.2))
+            #expect(try await pool.store.enforceAnnouncedRules() == 1)
+            let stopped = try await pool.seed.state(job)
+            #expect(stopped.state == .queued && stopped.reason == "rule change: RESIDENCY(ke-health)")
+            // Once is enough: the next tick (or another replica) finds nothing to do.
+            #expect(try await pool.store.enforceAnnouncedRules() == 0)
+        }
+    }
+
     @Test("who may write what, and bad references: rejected with the field named, nothing stored")
     func authorizationAndReferences() async throws {
         try await TestDatabase.withDatabase { client, _ in

@@ -204,17 +204,21 @@ extension ActivePolicies {
     }
 
     /// Whether the prepared job may run on `host` at `time`; see ``evaluate(_:on:at:checkWindows:)``.
-    public func evaluate(_ job: PreparedJob, on host: HostFacts, at time: Date, checkWindows: Bool = true) -> Verdict {
-        var verdict = Verdict()
-        verdict.failures = job.jobReasons
+    ///
+    /// - Parameter decideOnly: stop at the first failing rule and build no text: what a scheduling pass needs (the
+    ///   verdict is the same; explanations evaluate every rule).
+    public func evaluate(_ job: PreparedJob, on host: HostFacts, at time: Date, checkWindows: Bool = true, decideOnly: Bool = false) -> Verdict {
+        var verdict = Verdict(decideOnly: decideOnly)
+        for reason in job.jobReasons { verdict.fail(reason) }
+        if verdict.decided { return verdict }
         switch host.condition {
         case .up: break
-        case .down: verdict.failures.append(Reason(.hostDown, category: .host, detail: "\(host.name) is down (no recent heartbeat)"))
-        case .draining: verdict.failures.append(Reason(.hostDraining, category: .host, detail: "\(host.name) is draining"))
+        case .down: verdict.fail(Reason(.hostDown, category: .host, detail: "\(host.name) is down (no recent heartbeat)"))
+        case .draining: verdict.fail(Reason(.hostDraining, category: .host, detail: "\(host.name) is draining"))
         }
-        for obligation in job.obligations { checkData(obligation, host, into: &verdict) }
-        checkFederation(job.facts, host, into: &verdict)
-        checkDonor(job.facts, host, at: time, checkWindows: checkWindows, into: &verdict)
+        for obligation in job.obligations where !verdict.decided { checkData(obligation, host, into: &verdict) }
+        if !verdict.decided { checkFederation(job.facts, host, into: &verdict) }
+        if !verdict.decided { checkDonor(job.facts, host, at: time, checkWindows: checkWindows, into: &verdict) }
         return verdict
     }
 
@@ -230,10 +234,10 @@ extension ActivePolicies {
         if let allow = residency.allow {
             switch contains(allow, host) {
             case .failure(let error):
-                verdict.failures.append(evalError(obligation.label, error))
+                verdict.fail(evalError(obligation.label, error))
                 passed = false
             case .success(false):
-                verdict.failures.append(
+                verdict.fail(
                     Reason(.residency, subject: obligation.subject, rule: obligation.label, category: .data,
                            detail: "host jurisdiction \(host.jurisdiction) not in \(allow.joined(separator: ", "))\(inherited)",
                            brief: "\(allow.joined(separator: ", ")) only"))
@@ -244,10 +248,10 @@ extension ActivePolicies {
         if !residency.deny.isEmpty {
             switch contains(residency.deny, host) {
             case .failure(let error):
-                verdict.failures.append(evalError(obligation.label, error))
+                verdict.fail(evalError(obligation.label, error))
                 passed = false
             case .success(true):
-                verdict.failures.append(
+                verdict.fail(
                     Reason(.residency, subject: obligation.subject, rule: obligation.label, category: .data,
                            detail: "host jurisdiction \(host.jurisdiction) is in \(residency.deny.joined(separator: ", ")), which \(obligation.source) denies\(inherited)",
                            brief: "not \(residency.deny.joined(separator: ", "))"))
@@ -256,14 +260,14 @@ extension ActivePolicies {
             }
         }
         if let partners = residency.partners, !partners.contains(host.partner) {
-            verdict.failures.append(
+            verdict.fail(
                 Reason(.residency, subject: obligation.subject, rule: obligation.label, category: .data,
                        detail: "host owner \(host.partner) is not among \(partners.joined(separator: ", "))\(inherited)",
                        brief: "hosts of \(partners.joined(separator: ", ")) only"))
             passed = false
         }
         for (label, value) in residency.hostLabels.sorted(by: { $0.key < $1.key }) where host.labels[label] != value {
-            verdict.failures.append(
+            verdict.fail(
                 Reason(.labelRequired, subject: obligation.subject, rule: obligation.label, category: .data,
                        detail: "needs host label \(label)=\(value); \(host.name) has \(host.labels[label].map { "\(label)=\($0)" } ?? "none")\(inherited)",
                        brief: "\(label)=\(value)"))
@@ -273,24 +277,24 @@ extension ActivePolicies {
             if let allowed = exportAllowed(exportClass) {
                 switch contains(allowed, host) {
                 case .failure(let error):
-                    verdict.failures.append(evalError(obligation.label, error))
+                    verdict.fail(evalError(obligation.label, error))
                 case .success(false):
-                    verdict.failures.append(
+                    verdict.fail(
                         Reason(.exportControl, subject: obligation.subject, rule: obligation.label, category: .data,
                                detail: "export class \(exportClass) may be loaded only in \(allowed.joined(separator: ", ")); host is in \(host.jurisdiction)\(inherited)",
                                brief: "\(exportClass): \(allowed.joined(separator: ", "))"))
                 case .success(true):
-                    verdict.admittedBy.append(
+                    verdict.admit(
                         Reason(.exportOK, subject: obligation.subject, rule: obligation.label, category: .admitted,
                                detail: "export class \(exportClass) allows \(host.jurisdiction)"))
                 }
             } else {
-                verdict.failures.append(
+                verdict.fail(
                     evalError(obligation.label, EvaluationError(rule: obligation.label, message: "export class \(exportClass) is not defined by any federation policy in force")))
             }
         }
         if passed {
-            verdict.admittedBy.append(
+            verdict.admit(
                 Reason(.residencyOK, subject: obligation.subject, rule: obligation.label, category: .admitted,
                        detail: residency.allow.map { "host jurisdiction \(host.jurisdiction) is in \($0.joined(separator: ", "))" } ?? "no residency limit"))
         }
@@ -305,10 +309,10 @@ extension ActivePolicies {
                 guard let jurisdictions = rule.jurisdictions else { continue }  // job-level: in jobReasons
                 switch contains(jurisdictions, host) {
                 case .failure(let error):
-                    verdict.failures.append(evalError(version.label, error))
+                    verdict.fail(evalError(version.label, error))
                     forbidden = true
                 case .success(true):
-                    verdict.failures.append(
+                    verdict.fail(
                         Reason(.federationForbid, subject: subject, rule: version.label, category: .federation,
                                detail: "federation rule \(subject) forbids such jobs in \(jurisdictions.joined(separator: ", "))"))
                     forbidden = true
@@ -317,35 +321,35 @@ extension ActivePolicies {
             }
         }
         if !forbidden {
-            verdict.admittedBy.append(Reason(.noForbid, category: .admitted, detail: "no federation forbid matches"))
+            verdict.admit(Reason(.noForbid, category: .admitted, detail: "no federation forbid matches"))
         }
     }
 
     func checkDonor(_ job: JobFacts, _ host: HostFacts, at time: Date, checkWindows: Bool, into verdict: inout Verdict) {
         if job.partner == host.partner {
-            verdict.admittedBy.append(Reason(.ownHost, category: .admitted, detail: "\(host.name) belongs to \(job.partner): its own jobs are not guests"))
+            verdict.admit(Reason(.ownHost, category: .admitted, detail: "\(host.name) belongs to \(job.partner): its own jobs are not guests"))
             return
         }
         guard let version = donors[host.partner], case .donorPolicy(let policy) = version.document.body else {
-            verdict.failures.append(
+            verdict.fail(
                 Reason(.donorNoPolicy, subject: host.partner, category: .donor,
                        detail: "\(host.partner) has published no donation policy: its hosts take no guests"))
             return
         }
         let zoneName = host.labels["timezone"] ?? policy.timezone
         guard let zone = zoneName == policy.timezone ? donorZones[host.partner] : TimeZone(identifier: zoneName) else {
-            verdict.failures.append(
+            verdict.fail(
                 evalError(version.label, EvaluationError(rule: version.label, message: "time zone \(zoneName) of \(host.name) is unknown")))
             return
         }
         for rule in policy.forbid where rule.match.matches(job) {
-            verdict.failures.append(
+            verdict.fail(
                 Reason(.donorForbid, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
                        detail: "\(host.partner)'s donation policy forbids such guests (\(rule.id))"))
         }
         let candidates = policy.permit.filter { $0.match.matches(job) }
         guard !candidates.isEmpty else {
-            verdict.failures.append(
+            verdict.fail(
                 Reason(.donorNoPermit, subject: host.partner, rule: version.label, category: .donor,
                        detail: "no permit of \(host.partner)'s donation policy admits \(job.partner)/\(job.project) \(job.kind.rawValue) jobs"))
             return
@@ -354,35 +358,43 @@ extension ActivePolicies {
         var windowReasons: [Reason] = []
         for rule in candidates {
             guard checkWindows, let windows = rule.windows else {
-                verdict.admittedBy.append(
+                verdict.admit(
                     Reason(.donorPermit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .admitted,
                            detail: "\(host.partner)'s permit \(rule.id) admits this guest"))
                 return
             }
             guard clock.isOpen(windows, at: time) else {
-                let next = clock.nextOpen(windows, after: time)
-                let wait = next.map { " (opens in \(Self.duration($0.timeIntervalSince(time))))" } ?? ""
-                windowReasons.append(
-                    Reason(.donorWindow, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
-                           detail: "guests only \(Self.describe(windows)) \(zone.identifier)\(wait)",
-                           brief: "guests \(Self.describe(windows)) \(zone.identifier)\(next.map { ", opens in \(Self.duration($0.timeIntervalSince(time)))" } ?? "")"))
+                if verdict.collecting {
+                    let next = clock.nextOpen(windows, after: time)
+                    let wait = next.map { " (opens in \(Self.duration($0.timeIntervalSince(time))))" } ?? ""
+                    windowReasons.append(
+                        Reason(.donorWindow, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
+                               detail: "guests only \(Self.describe(windows)) \(zone.identifier)\(wait)",
+                               brief: "guests \(Self.describe(windows)) \(zone.identifier)\(next.map { ", opens in \(Self.duration($0.timeIntervalSince(time)))" } ?? "")"))
+                }
                 continue
             }
             // A close that cannot be placed (a window ending inside the hour repeated when clocks go back) fails closed.
             if rule.mustFinishWithinWindow, case let closes = clock.closing(windows, at: time) ?? time,
                 time.addingTimeInterval(TimeInterval(job.maxRuntimeSeconds)) > closes
             {
-                windowReasons.append(
-                    Reason(.donorWindowFit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
-                           detail: "guests must finish within the window, which closes in \(Self.duration(closes.timeIntervalSince(time))); max_runtime is \(Self.duration(TimeInterval(job.maxRuntimeSeconds)))"))
+                if verdict.collecting {
+                    windowReasons.append(
+                        Reason(.donorWindowFit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .donor,
+                               detail: "guests must finish within the window, which closes in \(Self.duration(closes.timeIntervalSince(time))); max_runtime is \(Self.duration(TimeInterval(job.maxRuntimeSeconds)))"))
+                }
                 continue
             }
-            verdict.admittedBy.append(
+            verdict.admit(
                 Reason(.donorPermit, subject: "\(host.partner)#\(rule.id)", rule: version.label, category: .admitted,
                        detail: "\(host.partner)'s permit \(rule.id) admits this guest now"))
             return
         }
-        verdict.failures += windowReasons
+        // No permit admits the guest now: every window reason (or, deciding only, just the verdict).
+        if windowReasons.isEmpty {
+            verdict.fail(Reason(.donorWindow, subject: host.partner, rule: version.label, category: .donor, detail: "outside every window"))
+        }
+        for reason in windowReasons { verdict.fail(reason) }
     }
 
     static func describe(_ windows: [TimeWindow]) -> String {

@@ -153,17 +153,21 @@ public struct PolicySnapshot: Sendable {
     }
 
     /// ``evaluate(_:on:at:)`` for a job prepared once (per job class) against `active(at: time)`.
-    public func evaluate(_ prepared: PreparedJob, on host: HostFacts, at time: Date) -> Verdict {
+    ///
+    /// - Parameter decideOnly: stop at the first failing rule and build no text (a scheduling pass).
+    public func evaluate(_ prepared: PreparedJob, on host: HostFacts, at time: Date, decideOnly: Bool = false) -> Verdict {
         let present = active(at: time)
         let job = prepared.policiesID == present.id ? prepared : present.prepare(prepared.facts)
-        var verdict = present.evaluate(job, on: host, at: time)
+        var verdict = present.evaluate(job, on: host, at: time, decideOnly: decideOnly)
         guard verdict.eligible else { return verdict }
         for change in changes(after: time, until: time.addingTimeInterval(TimeInterval(job.facts.maxRuntimeSeconds))) {
             let future = active(at: change)
-            let failures = future.evaluate(future.prepare(job.facts), on: host, at: change, checkWindows: false).failures.filter { $0.category != .host }
+            var up = host
+            up.condition = .up  // the host's own state is not a rule
+            let failures = future.evaluate(future.prepare(job.facts), on: up, at: change, checkWindows: false).failures
             guard !failures.isEmpty else { continue }
             let changed = versions.values.flatMap { $0 }.filter { $0.effectiveFrom == change }.map(\.label).sorted()
-            verdict.failures.append(
+            verdict.fail(
                 Reason(
                     .policyFutureConflict, subject: changed.joined(separator: ","), rule: changed.first, category: .policy,
                     detail: "\(changed.joined(separator: ", ")) takes effect at \(change.formatted(.iso8601)), before max_runtime ends, and would exclude this host: \(failures.map(\.label).joined(separator: ", "))",

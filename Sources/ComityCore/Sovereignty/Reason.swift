@@ -101,15 +101,40 @@ public struct Reason: Sendable, Hashable, Codable {
 
 /// The decision for one job on one host.
 public struct Verdict: Sendable, Hashable {
-    /// Every rule that excludes the host (all are evaluated, none short-circuits).
+    /// Every rule that excludes the host (all are evaluated, none short-circuits), unless only deciding.
     public var failures: [Reason]
     /// The rules that admitted it.
     public var admittedBy: [Reason]
+    /// Only the decision is wanted: the first failure settles it and no reason text is built.
+    let decideOnly: Bool
+    private var failed = false
 
-    public var eligible: Bool { failures.isEmpty }
+    public var eligible: Bool { decideOnly ? !failed : failures.isEmpty }
 
     public init(failures: [Reason] = [], admittedBy: [Reason] = []) {
         self.failures = failures
         self.admittedBy = admittedBy
+        self.decideOnly = false
+        self.failed = !failures.isEmpty
+    }
+
+    init(decideOnly: Bool) {
+        self.failures = []
+        self.admittedBy = []
+        self.decideOnly = decideOnly
+    }
+
+    /// Whether reasons are being collected (an explanation), not just the decision.
+    var collecting: Bool { !decideOnly }
+    /// Deciding only, and already decided.
+    var decided: Bool { decideOnly && failed }
+
+    mutating func fail(_ reason: @autoclosure () -> Reason) {
+        failed = true
+        if !decideOnly { failures.append(reason()) }
+    }
+
+    mutating func admit(_ reason: @autoclosure () -> Reason) {
+        if !decideOnly { admittedBy.append(reason()) }
     }
 }

@@ -53,6 +53,7 @@ struct ReaperService: Service {
                 do {
                     try await store.reap()
                     try await store.preemptDue()
+                    try await store.enforceAnnouncedRules()
                 } catch where !Task.isCancelled {
                     logger.error("reaper failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
