@@ -32,8 +32,8 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
-        // Pure domain: no I/O, no clocks.
-        .target(name: "ComityCore", swiftSettings: swiftSettings),
+        // Pure domain: no I/O, no clocks (swift-crypto for the audit ledger's hashes and signatures).
+        .target(name: "ComityCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: swiftSettings),
         // Wire types shared by server, agent and CLI.
         .target(name: "ComityAPI", dependencies: ["ComityCore"], swiftSettings: swiftSettings),
         // PostgreSQL: migrations (embedded from migrations/ at build time), queries, embedded database.
@@ -58,6 +58,7 @@ let package = Package(
                 "ComityCore", "ComityAPI", "ComityStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -100,6 +101,7 @@ let package = Package(
                 "ComityCore", "ComityAPI", "ComityClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -107,6 +109,7 @@ let package = Package(
             name: "comity-server",
             dependencies: [
                 "ComityServer", "ComityStore", "ComityCore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -156,6 +159,7 @@ let package = Package(
             dependencies: [
                 "ComityStore", "ComityCore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -229,3 +229,43 @@ public struct DatasetList: Codable, Sendable {
     public var datasets: [DatasetView]
     public init(datasets: [DatasetView]) { self.datasets = datasets }
 }
+
+/// `GET /v1/audit/entries`: ledger entries in sequence order (`AuditEntry` carries content and hashes).
+public struct AuditEntryList: Codable, Sendable {
+    public var entries: [AuditEntry]
+    public init(entries: [AuditEntry]) { self.entries = entries }
+}
+
+/// One link of the chain without content (what a partner may verify of entries it may not read).
+public struct AuditLink: Codable, Sendable, Hashable {
+    public var seq: Int64
+    public var leaf: String
+    public var hash: String
+    public init(seq: Int64, leaf: String, hash: String) {
+        self.seq = seq
+        self.leaf = leaf
+        self.hash = hash
+    }
+}
+
+public struct AuditChain: Codable, Sendable {
+    public var links: [AuditLink]
+    public init(links: [AuditLink]) { self.links = links }
+}
+
+/// `GET /v1/audit/checkpoint`: the latest signed checkpoint and the key that signs them.
+public struct AuditCheckpointView: Codable, Sendable {
+    public var size: Int64
+    /// Hex of the root (the chain hash of entry `size`).
+    public var root: String
+    /// The signed note (C2SP tlog-checkpoint).
+    public var text: String
+    /// The verifier key, `<name>+<key id>+<base64 key>`.
+    public var verifierKey: String
+    public init(size: Int64, root: String, text: String, verifierKey: String) {
+        self.size = size
+        self.root = root
+        self.text = text
+        self.verifierKey = verifierKey
+    }
+}

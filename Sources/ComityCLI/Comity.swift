@@ -19,7 +19,7 @@ package struct Comity: AsyncParsableCommand {
             SubmitCommand.self, JobsCommand.self, JobCommand.self, LogsCommand.self, CancelCommand.self,
             HostsCommand.self, JurisdictionsCommand.self, RegionsCommand.self, PartnersCommand.self,
             ProjectsCommand.self, TokensCommand.self, WhoAmICommand.self, WhyCommand.self, ExplainCommand.self,
-            PolicyCommand.self, DatasetsCommand.self,
+            PolicyCommand.self, DatasetsCommand.self, AuditCommand.self,
         ]
     )
 

@@ -123,9 +123,30 @@ extension ComityClient {
     public func why(_ id: Int64) async throws -> Explanation { try await send(.GET, "/v1/jobs/\(id)/why") }
 
     public func explain(_ document: JSONValue) async throws -> Explanation { try await send(.POST, "/v1/explain", body: document) }
+
+    // MARK: Audit
+
+    /// Ledger entries after `after`; `query` holds filters (`job`, `host`, `partner`, `dataset`, `region`, `kind`,
+    /// `since`, `until`).
+    public func auditEntries(after: Int64, limit: Int, query: [String: String] = [:]) async throws -> [AuditEntry] {
+        var items = ["after=\(after)", "limit=\(limit)"]
+        for (key, value) in query.sorted(by: { $0.key < $1.key }) { items.append("\(key)=\(value.urlQueryEscaped)") }
+        return try await send(.GET, "/v1/audit/entries?" + items.joined(separator: "&"), as: AuditEntryList.self).entries
+    }
+
+    public func auditChain(after: Int64, limit: Int) async throws -> [AuditLink] {
+        try await send(.GET, "/v1/audit/chain?after=\(after)&limit=\(limit)", as: AuditChain.self).links
+    }
+
+    public func auditCheckpoint() async throws -> AuditCheckpointView { try await send(.GET, "/v1/audit/checkpoint") }
 }
 
 extension String {
+    /// The string as a URL query value.
+    var urlQueryEscaped: String {
+        addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:"))) ?? self
+    }
+
     /// The string as one URL path segment.
     var urlPathEscaped: String {
         addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? self

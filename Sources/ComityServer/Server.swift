@@ -1,4 +1,6 @@
+import ComityCore
 import ComityStore
+import Crypto
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -20,8 +22,43 @@ package struct ServerConfiguration: Sendable {
     /// Safety-net interval of the scheduler (it runs on notifications otherwise).
     package var schedulerInterval: Duration = .seconds(2)
     package var reaperInterval: Duration = .seconds(1)
+    /// Signs the audit ledger's checkpoints; every replica of one deployment uses the same key.
+    package var audit = AuditSigner(origin: "comity.local/audit", key: Curve25519.Signing.PrivateKey())
+    /// How often the ledger head is signed when it moved.
+    package var checkpointInterval: Duration = .seconds(300)
 
     package init() {}
+}
+
+/// The ledger's identity: its origin line (also the key name) and its Ed25519 key.
+package struct AuditSigner: Sendable {
+    package var origin: String
+    package var key: Curve25519.Signing.PrivateKey
+
+    package init(origin: String, key: Curve25519.Signing.PrivateKey) {
+        self.origin = origin
+        self.key = key
+    }
+
+    /// A signer with a fresh key (tests, tools).
+    package static func ephemeral(origin: String = "comity.local/audit") -> AuditSigner {
+        AuditSigner(origin: origin, key: Curve25519.Signing.PrivateKey())
+    }
+
+    package var verifierKey: String { AuditCheckpoint.verifierKey(name: origin, publicKey: key.publicKey) }
+
+    /// Signs the current head unless the latest stored checkpoint already covers it.
+    package func checkpoint(_ store: Store) async throws -> AuditCheckpoint {
+        let head = try await store.auditHead()
+        if let latest = try await store.latestCheckpoint(), latest.size == head.size,
+            let stored = try? AuditCheckpoint.open(latest.text, key: key.publicKey, name: origin)
+        {
+            return stored
+        }
+        let checkpoint = try AuditCheckpoint.sign(origin: origin, size: head.size, root: head.root, key: key)
+        try await store.saveCheckpoint(checkpoint)
+        return checkpoint
+    }
 }
 
 /// Builds the HTTP application around a running store.
@@ -34,10 +71,11 @@ package func buildApplication(
     let store = Store(client: client, configuration: configuration.store, logger: logger)
     let notifier = Notifier()
     let router = Router(context: AppContext.self)
+    router.add(middleware: DeniedAuditMiddleware(store: store))
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: AuthMiddleware(store: store))
-    Routes(store: store, notifier: notifier, registry: registry).addRoutes(to: router)
+    Routes(store: store, notifier: notifier, registry: registry, audit: configuration.audit).addRoutes(to: router)
 
     var server = HTTPServerBuilder.http1()
     if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
@@ -54,6 +92,7 @@ package func buildApplication(
     app.addServices(
         NotificationListener(client: client, notifier: notifier, logger: logger),
         SchedulerService(store: store, notifier: notifier, interval: configuration.schedulerInterval, logger: logger),
-        ReaperService(store: store, interval: configuration.reaperInterval, logger: logger))
+        ReaperService(store: store, interval: configuration.reaperInterval, logger: logger),
+        CheckpointService(store: store, signer: configuration.audit, interval: configuration.checkpointInterval, logger: logger))
     return app
 }

@@ -85,8 +85,12 @@ extension Store {
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
                 select id, \(attempt), 'running', 'started by the agent' from j
+            ), audited as (
+                \(unescaped: Self.auditRows(
+                    kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', \(attempt))",
+                    from: "(select job_id, \(host)::bigint as host_id from a)"))
             )
-            select pg_notify(\(Channel.job), id::text) from j
+            select pg_notify(\(Channel.job), id::text), (select n from audited) from j
             """, logger: logger
         ).collect()
         if !started.isEmpty { return AttemptAck(current: true, state: .running) }
@@ -147,13 +151,24 @@ extension Store {
     /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
     package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
         try await transaction { connection in
+            // A job that succeeds with declared outputs registers datasets, which takes the rules' lock: take it
+            // before the job's row, in the order every rule change takes them (rules, rows, then the ledger).
+            if report.outcome == .exited, report.exitCode == 0 {
+                try await connection.query(
+                    """
+                    select 1 from policy_state
+                    where exists (select 1 from attempts a join jobs j on j.id = a.job_id
+                                  where a.id = \(attempt) and coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0)
+                    for update
+                    """, logger: logger)
+            }
             let rows = try await connection.query(
                 """
                 select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested,
                        coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0
                 from attempts a join jobs j on j.id = a.job_id
                 where a.id = \(attempt) and a.host_id = \(host)
-                for update of a, j
+                for no key update of a, j
                 """, logger: logger
             ).decode((String, Int64, String, Bool, Int32, Int32, Bool, Bool).self).collect()
             guard let (attemptState, jobID, jobState, isCurrent, attempts, retries, cancelRequested, hasOutputs) = rows.first else {
@@ -203,8 +218,16 @@ extension Store {
                     where id = \(jobID) and \(next != nil)
                 ), e as (
                     insert into job_events (job_id, attempt_id, kind, message) values (\(jobID), \(attempt), \(ended.rawValue), \(message))
+                ), ending as (
+                    select \(jobID)::bigint as job_id, \(host)::bigint as host_id, \(attempt)::bigint as attempt, \(ended.rawValue)::text as outcome,
+                           \(report.exitCode)::int as exit_code, \(reason)::text as reason, \(next?.rawValue)::text as job_state
+                ), audited as (
+                    \(unescaped: Self.auditRows(
+                        kind: "'ended'", actor: "'agent'",
+                        body: "json_build_object('attempt', x.attempt, 'outcome', x.outcome, 'exit_code', x.exit_code, 'reason', x.reason, 'job_state', x.job_state)",
+                        from: "ending"))
                 )
-                select pg_notify(\(Channel.job), \(String(jobID))), pg_notify(\(Channel.scheduler), '')
+                select pg_notify(\(Channel.job), \(String(jobID))), pg_notify(\(Channel.scheduler), ''), (select n from audited)
                 """, logger: logger)
             if next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
             return AttemptAck(current: false, state: ended)

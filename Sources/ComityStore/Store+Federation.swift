@@ -183,6 +183,13 @@ extension Store {
             let name = request.name ?? "\(request.role.rawValue)-\(request.project ?? request.partner ?? "global")"
             let created = try await createPrincipal(
                 name: name, role: request.role, partnerID: partnerID, projectID: projectID, hostID: nil, on: connection)
+            try await audit(
+                "token-created", actor: creator.name, partners: partnerName.map { [$0] } ?? [],
+                body: .object([
+                    "token_id": .number(Double(created.tokenID)), "principal": .string(name), "role": .string(request.role.rawValue),
+                    "project": request.project.map(JSONValue.string) ?? .null,
+                ]),
+                on: connection)
             return CreatedToken(id: created.tokenID, role: request.role, partner: partnerName, project: request.project, token: created.token)
         }
     }
@@ -206,6 +213,9 @@ extension Store {
                 returning id, expires_at
                 """, logger: logger
             ).decode((Int64, Date).self).collect().first!
+            try await audit(
+                "join-token-created", actor: creator.name, partners: [request.partner], region: request.region,
+                body: .object(["join_token_id": .number(Double(row.0)), "expires_at": .string(WireJSON.format(row.1))]), on: connection)
             return CreatedJoinToken(id: row.0, partner: request.partner, region: request.region, expiresAt: row.1, token: token)
         }
     }

@@ -42,6 +42,16 @@ extension Store {
             try await connection.query("update join_tokens set host_id = \(hostID) where id = \(tokenID)", logger: logger)
             let credential = try await createPrincipal(
                 name: "agent-\(request.name)", role: .agent, partnerID: partnerID, projectID: nil, hostID: hostID, on: connection)
+            let partner = try await connection.query("select name from partners where id = \(partnerID)", logger: logger).decode(String.self).collect()
+            try await audit(
+                "host-enrolled", actor: "join-token:\(tokenID)", host: hostID, partners: partner, region: region,
+                body: .object([
+                    "host": .string(request.name), "cpu_millis": .number(Double(request.resources.cpuMillis)),
+                    "memory_bytes": .number(Double(request.resources.memoryBytes)),
+                    "gpus": .array(request.resources.gpus.map { .string("\($0.model) \($0.uuid)") }),
+                    "labels": .object(request.labels.mapValues(JSONValue.string)), "agent_version": .string(request.agentVersion),
+                ]),
+                on: connection)
             try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
             logger.info("host enrolled", metadata: ["host.id": "\(hostID)", "host.name": "\(request.name)", "region": "\(region)"])
             return EnrollResponse(
@@ -82,7 +92,7 @@ extension Store {
         let rows = try await client.query(
             """
             with old as (
-                select state from hosts where id = \(host) for update
+                select state from hosts where id = \(host) for no key update
             ), h as (
                 update hosts h set last_heartbeat = now(), state = case when h.state = 'down' then 'active' else h.state end
                 from old where h.id = \(host) returning old.state = 'down' as revived
@@ -95,10 +105,16 @@ extension Store {
                 update attempts a set lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
                 from kept where a.id = kept.id
                   and kept.lease_expires_at < now() + make_interval(secs => \(Double(configuration.leaseSeconds) / 2))
+                returning a.id
             ), wake as (
                 select pg_notify(\(Channel.scheduler), '') from h where h.revived or \(request.resources != nil)
+            ), audited as (
+                select audit_append1('host-up', 'agent', null, hs.id, p.name, hs.region, '', '', '{"reason":"heartbeat after down"}')
+                from h join hosts hs on hs.id = \(host) join partners p on p.id = hs.partner_id
+                -- Rows first, the ledger's lock last (every transaction takes them in this order: no deadlock).
+                where h.revived and (select count(*) from renewed) >= 0
             )
-            select coalesce((select array_agg(id) from kept), '{}'::bigint[]), (select count(*) from wake)
+            select coalesce((select array_agg(id) from kept), '{}'::bigint[]), (select count(*) from wake) + (select count(*) from audited)
             """, logger: logger
         ).decode(([Int64], Int64).self).collect()
         let kept = Set(rows.first?.0 ?? [])

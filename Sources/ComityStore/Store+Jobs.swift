@@ -69,12 +69,23 @@ extension Store {
                            (d->'resources'->>'gpu_memory_bytes')::bigint, (d->>'retries')::int,
                            array(select jsonb_array_elements_text(d->'inputs')), (d->>'max_runtime_seconds')::bigint, nullif(permitted, '')::text[]
                     from (select doc::jsonb as d, permitted, n from input order by n) s
-                    returning id
+                    returning id, name, kind, inputs, permitted_jurisdictions, priority
                 ), events as (
                     insert into job_events (job_id, kind, message)
                     select id, 'submitted', 'submitted by ' || \(principal.name) from inserted
+                ), audited as (
+                    -- The new jobs are not visible to other parts of this statement through the table: the entry is
+                    -- built from what the insert returned.
+                    select audit_append(
+                        array_agg('submitted'::text order by id), array_agg(\(principal.name)::text order by id), array_agg(id order by id),
+                        array_agg(null::bigint order by id), array_agg(p.partner order by id), array_agg(''::text order by id),
+                        array_agg(array_to_string(inputs, ',') order by id), array_agg(''::text order by id),
+                        array_agg(json_build_object('name', name, 'project', p.project, 'kind', kind, 'priority', priority,
+                                                    'permitted', permitted_jurisdictions)::text order by id)) as n
+                    from inserted, (select pr.name as project, pa.name as partner from projects pr join partners pa on pa.id = pr.partner_id
+                                    where pr.id = \(ids.project)) p
                 )
-                select id from inserted order by id
+                select id from inserted, audited order by id
                 """, logger: logger)
             let ids = try await rows.decode(Int64.self).collect()
             try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
@@ -132,7 +143,7 @@ extension Store {
             let rows = try await connection.query(
                 """
                 with j as (
-                    select id, state, current_attempt from jobs where id = \(id) for update
+                    select id, state, current_attempt from jobs where id = \(id) for no key update
                 ), ended as (
                     update jobs set state = 'cancelled', finished_at = now(), reason = \(reason)
                     where id = \(id) and state in ('queued', 'assigned')
@@ -159,6 +170,14 @@ extension Store {
                 try await connection.query("select pg_notify(\(Channel.job), \(String(id)))", logger: logger)
                 if let hostID { try await connection.query("select pg_notify(\(Channel.assign), \(String(hostID)))", logger: logger) }
                 if ended > 0, before == "assigned" { try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger) }
+                try await connection.query(
+                    """
+                    with cancelled as (
+                        select \(id)::bigint as job_id, \(ended > 0 ? "cancelled" : "cancel-requested")::text as kind, \(principal.name)::text as actor,
+                               \(before)::text as state_before
+                    )
+                    \(unescaped: Self.auditJobs(kind: "x.kind", actor: "x.actor", body: "json_build_object('state_before', x.state_before)", from: "cancelled"))
+                    """, logger: logger)
             }
         }
         return try await job(id, scope: scope)

@@ -234,6 +234,23 @@ extension Store {
                 """, logger: logger)
             try await enforce(after, impact: impact, label: "\(document.key)@v\(version)", on: connection)
             try await connection.query("update policy_state set enforced = \(after.active(at: now).id)", logger: logger)
+            let concerned: [String] =
+                switch document.body {
+                case .dataset(let rule): [rule.steward]
+                case .donorPolicy: [document.name]
+                case .jurisdictionSet, .federation: []
+                }
+            try await audit(
+                "rule-applied", actor: principal.name, partners: concerned, datasets: document.kind == .dataset ? [document.name] : [],
+                policy: after.active(at: now).id,
+                body: .object([
+                    "rule": .string("\(document.key)@v\(version)"), "effective_from": .string(WireJSON.format(effective)),
+                    "reason": document.reason.map(JSONValue.string) ?? .null, "document": request.document,
+                    "stopped": .array(impact.view.stopped.map { .number(Double($0.id)) }),
+                    "preempted": .array(impact.view.preempted.map { .number(Double($0.id)) }),
+                ]),
+                on: connection)
+
             return result
         }
     }
@@ -391,9 +408,6 @@ extension Store {
                   and state in ('queued', 'assigned', 'running') and permitted_jurisdictions is distinct from \(codes)
                 """, logger: logger)
         }
-        if !impact.stop.isEmpty {
-            try await stopAttempts(impact.stop.map { ($0.attempt, $0.reason) }, event: "policy-stop", on: connection)
-        }
         for (attempt, job, reason, grace) in impact.preempt {
             try await connection.query(
                 """
@@ -404,6 +418,10 @@ extension Store {
                 insert into job_events (job_id, attempt_id, kind, message)
                 select \(job), id, 'preemption-scheduled', \(reason + "; preempted in \(ActivePolicies.duration(TimeInterval(grace))) (donor grace)") from a
                 """, logger: logger)
+        }
+        // Last: it takes the ledger's lock, which no row lock may follow in this transaction.
+        if !impact.stop.isEmpty {
+            try await stopAttempts(impact.stop.map { ($0.attempt, $0.reason) }, event: "policy-stop", on: connection)
         }
         try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
         logger.info("rule applied", metadata: ["rule": "\(label)", "stopped": "\(impact.stop.count)", "preempting": "\(impact.preempt.count)"])
@@ -429,11 +447,17 @@ extension Store {
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
                 select a.job_id, a.id, \(event), a.reason || '; requeued' from a
+            ), stopping as (
+                select a.*, \(event)::text as event from a
+            ), audited as (
+                \(unescaped: Self.auditRows(
+                    kind: "x.event", actor: "'server'", body: "json_build_object('attempt', x.id, 'reason', x.reason, 'requeued', true)",
+                    from: "stopping"))
             )
-            select a.job_id, a.host_id from a
+            select a.job_id, a.host_id, (select n from audited) from a
             """, logger: logger
-        ).decode((Int64, Int64).self).collect()
-        for (job, host) in rows {
+        ).decode((Int64, Int64, Int64).self).collect()
+        for (job, host, _) in rows {
             try await connection.query("select pg_notify(\(Channel.job), \(String(job))), pg_notify(\(Channel.assign), \(String(host)))", logger: logger)
         }
         if !rows.isEmpty { try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger) }
@@ -470,7 +494,7 @@ extension Store {
                 """
                 select a.id, coalesce(a.stop_reason, 'donor policy') from attempts a
                 where a.stop_after < now() and a.state in ('assigned', 'running')
-                for update skip locked
+                for no key update skip locked
                 """, logger: logger
             ).decode((Int64, String).self).collect()
             guard !due.isEmpty else { return 0 }
@@ -553,6 +577,12 @@ extension Store {
                 ? "output \(output) not registered: a dataset of that name exists"
                 : "output \(output) registered as a dataset derived from \(inputs.isEmpty ? "nothing" : inputs.joined(separator: ", ")) (class \(dataClass.rawValue))"
             try await connection.query("insert into job_events (job_id, kind, message) values (\(job), 'output', \(message))", logger: logger)
+            if !inserted.isEmpty {
+                try await audit(
+                    "dataset-registered", actor: "server", job: job, partners: [partner], datasets: [output] + inputs,
+                    body: .object(["dataset": .string(output), "derived_from": .array(inputs.map(JSONValue.string)), "class": .string(dataClass.rawValue)]),
+                    on: connection)
+            }
         }
     }
 }

@@ -17,6 +17,9 @@ extension Store {
 
     static let passLockKey: Int64 = 0x636f_6d69_7479_03
 
+    /// A string as an SQL literal, for values that are code, not input (rule ids of the form `p0123…`).
+    static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+
     /// One scheduling pass: under a transaction-scoped advisory lock (so passes of all replicas are serialized by
     /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, lock the chosen jobs, and
     /// write every attempt, job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
@@ -145,7 +148,7 @@ extension Store {
                 select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[]) as p(job_id, host_id, gpus)
             ), locked as (
                 select id, attempts, cpu_millis, memory_bytes from jobs
-                where id = any(\(jobs)::bigint[]) and state = 'queued' for update
+                where id = any(\(jobs)::bigint[]) and state = 'queued' for no key update
             ), a as (
                 insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version)
                 select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
@@ -159,14 +162,20 @@ extension Store {
                 insert into job_events (job_id, attempt_id, kind, message)
                 select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
                 from a join hosts h on h.id = a.host_id
+            ), audited as (
+                \(unescaped: Self.auditRows(
+                    kind: "'placed'", actor: "'scheduler'",
+                    body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
+                    policy: "x.policy",
+                    from: "(select a.*, p.gpus, \(Self.literal(policyVersion)) as policy from a join p on p.job_id = a.job_id)"))
             ), woken as (
                 select distinct host_id from a
             )
-            select (select count(*) from a), pg_notify(\(Channel.assign), string_agg(host_id::text, ','))::text
+            select (select count(*) from a), pg_notify(\(Channel.assign), string_agg(host_id::text, ','))::text, (select n from audited)
             from (select host_id, (row_number() over (order by host_id)) / 500 as batch from woken) b
             group by batch
             """, logger: logger
-        ).decode((Int64, String).self).collect()
+        ).decode((Int64, String, Int64).self).collect()
         return Int(rows.first?.0 ?? 0)
     }
 
@@ -180,8 +189,20 @@ extension Store {
         try await transaction { connection in
             try await connection.query(
                 """
-                update hosts set state = 'down'
-                where state = 'active' and last_heartbeat < now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
+                with down as (
+                    -- SKIP LOCKED: a host whose heartbeat is being written is not silent, and the reaper never waits
+                    -- for a row while it may hold the ledger's lock.
+                    update hosts set state = 'down'
+                    where id in (
+                        select id from hosts
+                        where state = 'active' and last_heartbeat < now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
+                        for no key update skip locked)
+                    returning id, name, region, partner_id
+                )
+                select audit_append(array_agg('host-down'::text), array_agg('reaper'::text), array_agg(null::bigint), array_agg(d.id), array_agg(p.name),
+                                    array_agg(d.region), array_agg(''::text), array_agg(''::text),
+                                    array_agg(json_build_object('host', d.name, 'reason', 'no heartbeat')::text))
+                from down d join partners p on p.id = d.partner_id
                 """, logger: logger)
             let expired = try await connection.query(
                 """
@@ -189,7 +210,7 @@ extension Store {
                 from attempts a join jobs j on j.id = a.job_id
                 where a.state in ('assigned', 'running') and a.lease_expires_at < now()
                 order by a.lease_expires_at limit 1000
-                for update of a, j skip locked
+                for no key update of a, j skip locked
                 """, logger: logger
             ).decode((Int64, Int64, String, Bool, Int32, Int32, Bool).self).collect()
             guard !expired.isEmpty else { return 0 }
@@ -214,19 +235,34 @@ extension Store {
             // placement now rather than after the host timeout, so the requeued job does not land there again.
             try await connection.query(
                 """
-                update hosts set state = 'down'
-                where state = 'active' and id in (select host_id from attempts where id = any(\(attemptIDs)::bigint[]))
-                  and last_heartbeat < now() - make_interval(secs => \(Double(2 * configuration.heartbeatSeconds)))
+                with down as (
+                    update hosts set state = 'down'
+                    where id in (
+                        select id from hosts
+                        where state = 'active' and id in (select host_id from attempts where id = any(\(attemptIDs)::bigint[]))
+                          and last_heartbeat < now() - make_interval(secs => \(Double(2 * configuration.heartbeatSeconds)))
+                        for no key update skip locked)
+                    returning id, name, region, partner_id
+                )
+                select audit_append(array_agg('host-down'::text), array_agg('reaper'::text), array_agg(null::bigint), array_agg(d.id), array_agg(p.name),
+                                    array_agg(d.region), array_agg(''::text), array_agg(''::text),
+                                    array_agg(json_build_object('host', d.name, 'reason', 'lease expired, heartbeats stopped')::text))
+                from down d join partners p on p.id = d.partner_id
                 """, logger: logger)
             try await connection.query(
                 """
                 with lost as (
                     update attempts set state = 'lost', ended_at = now(), reason = 'lease expired'
-                    where id = any(\(attemptIDs)::bigint[]) returning id, job_id
+                    where id = any(\(attemptIDs)::bigint[]) returning id, job_id, host_id
+                ), e as (
+                    insert into job_events (job_id, attempt_id, kind, message)
+                    select l.job_id, l.id, 'lost', m.message
+                    from lost l join unnest(\(attemptIDs)::bigint[], \(messages)::text[]) as m(id, message) on m.id = l.id
+                ), audited as (
+                    \(unescaped: Self.auditRows(
+                        kind: "'lost'", actor: "'reaper'", body: "json_build_object('attempt', x.id, 'reason', 'lease expired')", from: "lost"))
                 )
-                insert into job_events (job_id, attempt_id, kind, message)
-                select l.job_id, l.id, 'lost', m.message
-                from lost l join unnest(\(attemptIDs)::bigint[], \(messages)::text[]) as m(id, message) on m.id = l.id
+                select n from audited
                 """, logger: logger)
             if !jobIDs.isEmpty {
                 try await connection.query(

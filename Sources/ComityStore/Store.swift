@@ -196,11 +196,23 @@ extension PostgresClient {
 extension Store {
     /// Runs `body` in a transaction; when `body` throws, the transaction rolls back and its error (not PostgresNIO's
     /// wrapper) is what the caller sees.
+    ///
+    /// A transaction PostgreSQL chose as a deadlock victim (40P01) is run again, up to three times: lock order is
+    /// kept consistent (rules, rows, then the audit ledger's lock), but a victim must never surface as a failure.
     package func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> sending T {
-        do {
-            return try await client.withTransaction(logger: logger, body)
-        } catch let error as PostgresTransactionError {
-            throw error.closureError ?? error
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await client.withTransaction(logger: logger, body)
+            } catch let error as PostgresTransactionError {
+                let cause = error.closureError ?? error
+                if attempt < 3, let failure = cause as? PSQLError, failure.serverInfo?[.sqlState] == "40P01" {
+                    logger.warning("deadlock victim; running the transaction again", metadata: ["attempt": "\(attempt)"])
+                    continue
+                }
+                throw cause
+            }
         }
     }
 }

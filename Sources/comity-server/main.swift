@@ -2,6 +2,7 @@ import ArgumentParser
 import ComityCore
 import ComityServer
 import ComityStore
+import Crypto
 import Foundation
 import Hummingbird
 import Logging
@@ -82,6 +83,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Connections in the database pool.")
     var poolSize: Int = 16
 
+    @Option(help: "Ed25519 key that signs audit checkpoints (base64 of the raw 32-byte key; created, mode 600, if missing). Every replica of a deployment needs the same key. Default: audit.key beside the admin token.")
+    var auditKey: String?
+
+    @Option(help: "The ledger's name in its checkpoints (origin line and key name), e.g. comity.example.org/audit.")
+    var auditOrigin: String = "comity.local/audit"
+
+    @Option(help: "How often the audit ledger's head is signed when it moved.")
+    var checkpointInterval: String = "5m"
+
     mutating func validate() throws {
         guard listen.split(separator: ":").count == 2, Int(listen.split(separator: ":")[1]) != nil else {
             throw ValidationError("--listen: expected HOST:PORT such as 127.0.0.1:8700, got \(listen)")
@@ -91,6 +101,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard Quantity.seconds(heartbeat)! * 3 <= Quantity.seconds(lease)! else {
             throw ValidationError("--heartbeat: expected at most a third of --lease (\(lease)), so that a lease renewed at half-time survives a missed heartbeat; got \(heartbeat)")
+        }
+        guard Quantity.seconds(checkpointInterval) != nil else {
+            throw ValidationError("--checkpoint-interval: expected a duration such as 5m, got \(checkpointInterval)")
+        }
+        guard !auditOrigin.isEmpty, !auditOrigin.contains(" "), !auditOrigin.contains("+"), !auditOrigin.contains("\n") else {
+            throw ValidationError("--audit-origin: expected a name without spaces or '+', such as comity.example.org/audit")
         }
         guard Quantity.bytes(logLimit) != nil else { throw ValidationError("--log-limit: expected a size such as 8Mi, got \(logLimit)") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -131,6 +147,9 @@ struct Serve: AsyncParsableCommand {
             await embedded?.stop()
             throw error
         }
+        let keyPath = auditKey ?? URL(fileURLWithPath: tokenFile).deletingLastPathComponent().appending(path: "audit.key").path
+        configuration.audit = AuditSigner(origin: auditOrigin, key: try AuditKey.load(keyPath, logger: logger))
+        configuration.checkpointInterval = .seconds(Quantity.seconds(checkpointInterval)!)
         let client = PostgresClient(configuration: try url.clientConfiguration(maxConnections: poolSize), backgroundLogger: logger)
         let app = try buildApplication(configuration: configuration, client: client, registry: registry, logger: logger)
         logger.info("comity-server starting", metadata: ["listen": "\(listen)", "database": "\(url)"])
@@ -187,6 +206,27 @@ struct CreateAdminToken: AsyncParsableCommand {
         await embedded?.stop()
         print("created an admin token for \(name)")
         print(token)
+    }
+}
+
+enum AuditKey {
+    /// Reads the audit signing key, or creates it (mode 600) when the file does not exist.
+    static func load(_ path: String, logger: Logger) throws -> Curve25519.Signing.PrivateKey {
+        if let data = FileManager.default.contents(atPath: path) {
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard let raw = Data(base64Encoded: text), let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw) else {
+                throw ValidationError("--audit-key: \(path) does not hold a base64 Ed25519 private key (32 bytes)")
+            }
+            return key
+        }
+        let key = Curve25519.Signing.PrivateKey()
+        guard FileManager.default.createFile(
+            atPath: path, contents: Data((key.rawRepresentation.base64EncodedString() + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        else {
+            throw ValidationError("--audit-key: cannot create \(path)")
+        }
+        logger.notice("audit signing key created", metadata: ["path": "\(path)"])
+        return key
     }
 }
 

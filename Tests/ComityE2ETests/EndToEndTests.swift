@@ -277,4 +277,43 @@ struct EndToEndTests {
         #expect(try await pool.job(b200ID).state == .queued)
         try await pool.cliOK(["cancel", String(b200ID)])
     }
+
+    @Test("the audit ledger of all this activity (thousands of entries) verifies, extends a kept checkpoint, and tells where jobs ran")
+    func auditLedgerVerifies() async throws {
+        let noop = try pool.jobFile("noop", """
+            name: noop
+            project: llm
+            command: ["true"]
+            resources: {cpus: 1, memory: 16Mi}
+            retries: 2
+            """)
+        let submitted = try await pool.cliOK(["submit", noop, "--array", "1-800"])
+        let last = try #require(Int64(submitted.lastLine))
+        try await eventually("800 array jobs finish", timeout: .seconds(240)) {
+            let done = try await pool.cliOK(["jobs", "--state", "succeeded", "--limit", "10000", "--output", "json"])
+            let ids = try WireJSON.decoder().decode([JobView].self, from: Data(done.stdout.utf8)).map(\.id)
+            return ids.filter { $0 > last - 800 && $0 <= last }.count == 800
+        }
+        let folder = pool.directory.appending(path: "checkpoints").path
+        try await pool.cliOK(["audit", "checkpoint", "--save", folder])
+        let more = try await pool.submit(noop)
+        try await pool.waitFor(more, [.succeeded])
+
+        let verified = try await pool.cliOK(["audit", "verify", "--against", folder, "--page", "997"])
+        let line = verified.stdout
+        #expect(line.hasPrefix("ok: "), "\(verified)")
+        let count = try #require(Int(line.dropFirst(4).prefix { $0 != " " }))
+        #expect(count >= 3_200, "800 jobs submitted, placed, started and ended: \(line)")
+        #expect(line.contains("extends all 1 kept checkpoint"))
+
+        let placement = try await pool.cliOK(["audit", "placement", String(last)]).stdout
+        #expect(placement.contains("submitted") && placement.contains("placed on") && placement.contains("started") && placement.contains("ended"))
+        let csv = try await pool.cliOK(["audit", "export", "--format", "csv", "--job", String(last)]).stdout
+        #expect(csv.split(separator: "\n").count == 5, "a header and four entries: \(csv)")
+        // A refused request is recorded too.
+        let researcher = try await pool.researcherToken(project: "asr")
+        _ = try await pool.cli(["tokens", "create", "--role", "admin"], token: researcher)
+        let denied = try await pool.cliOK(["audit", "log", "--kind", "denied", "--output", "json"])
+        #expect(denied.stdout.contains("may not create tokens"), "\(denied.stdout)")
+    }
 }

@@ -51,7 +51,7 @@ struct OpenAPIContractTests {
             configuration: .init(host: "127.0.0.1", port: 1, username: "x", password: nil, database: "x", tls: .disable))
         let store = Store(client: client, logger: Logger(label: "openapi-contract"))
         let router = Router(context: AppContext.self)
-        Routes(store: store, notifier: Notifier(), registry: nil).addRoutes(to: router)
+        Routes(store: store, notifier: Notifier(), registry: nil, audit: .ephemeral()).addRoutes(to: router)
         return Set(router.routes.map { "\($0.method.rawValue) \(normalize($0.path.description))" })
     }
 

@@ -33,17 +33,31 @@ struct SubmitCommand: AsyncParsableCommand {
     @Flag(help: "Validate the file locally and print the job spec; submit nothing.")
     var dryRun = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Submit a job array in one request and one transaction: one job per index of RANGE (1-10000, or 0-99:2), each with COMITY_ARRAY_INDEX in its environment. Prints the ids, the last alone on the last line.",
+            valueName: "range"))
+    var array: String?
+
     @OptionGroup(title: "Global Options")
     var global: GlobalOptions
 
     func validate() throws {
         if wait && dryRun { throw ValidationError("--wait and --dry-run cannot be combined") }
+        if array != nil && wait { throw ValidationError("--array and --wait cannot be combined (follow the jobs with comity jobs)") }
     }
 
     func run() async throws {
         let document = try JobFile.load(file)
         if dryRun { return try checkLocally(document) }
         let client = try global.client()
+        if let array {
+            let ids = try await client.submitArray(document, array: array)
+            if global.isJSON { return try Terminal.json(ids) }
+            Terminal.out("submitted \(ids.count) jobs: \(ids.first.map(String.init) ?? "")…\(ids.last.map(String.init) ?? "")")
+            if let last = ids.last { Terminal.out(String(last)) }
+            return
+        }
         let job = try await client.submit(document)
         guard wait else {
             if global.isJSON { return try Terminal.json(job) }

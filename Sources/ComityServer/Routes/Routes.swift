@@ -8,6 +8,7 @@ package struct Routes: Sendable {
     let store: Store
     let notifier: Notifier
     let registry: PrometheusCollectorRegistry?
+    let audit: AuditSigner
 
     package func addRoutes(to router: Router<AppContext>) {
         router.get("/healthz") { _, _ -> Response in try json(["status": "ok"]) }
@@ -30,5 +31,6 @@ package struct Routes: Sendable {
         addJobRoutes(to: router)
         addAgentRoutes(to: router)
         addPolicyRoutes(to: router)
+        addAuditRoutes(to: router)
     }
 }

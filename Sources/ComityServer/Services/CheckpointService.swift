@@ -1,0 +1,26 @@
+import ComityCore
+import ComityStore
+import Logging
+import ServiceLifecycle
+
+/// Signs the ledger head on a schedule (when it moved); `GET /v1/audit/checkpoint` also signs on demand.
+struct CheckpointService: Service {
+    let store: Store
+    let signer: AuditSigner
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let checkpoint = try await signer.checkpoint(store)
+                    logger.debug("audit checkpoint", metadata: ["size": "\(checkpoint.size)"])
+                } catch where !Task.isCancelled {
+                    logger.error("audit checkpoint failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+}

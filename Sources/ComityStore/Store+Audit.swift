@@ -1,0 +1,156 @@
+import ComityAPI
+import ComityCore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The audit ledger: appends happen inside the statements and transactions that make the changes they record
+/// (`audit_append` in migrations/0003_audit.sql); reading, checkpoints and verification support are here.
+extension Store {
+    /// SQL of a CTE body that appends one entry per row of `source` (a relation with `job_id`, `host_id` and
+    /// whatever `body` reads, aliased `x`), naming the job's and the host's partners, the host's region and the
+    /// job's inputs. An empty `source` appends nothing.
+    ///
+    /// The arguments are SQL expressions written in this module, never input.
+    static func auditRows(kind: String, actor: String, body: String, policy: String = "''", from source: String) -> String {
+        let order = "order by x.job_id, x.host_id"
+        return """
+            select audit_append(
+                array_agg((\(kind))::text \(order)), array_agg((\(actor))::text \(order)), array_agg(x.job_id \(order)), array_agg(x.host_id \(order)),
+                array_agg(case when jp.name = hp.name then jp.name else jp.name || ',' || hp.name end \(order)),
+                array_agg(h.region \(order)), array_agg(array_to_string(j.inputs, ',') \(order)), array_agg((\(policy))::text \(order)),
+                array_agg((\(body))::text \(order))) as n
+            from \(source) x join jobs j on j.id = x.job_id join partners jp on jp.id = j.partner_id
+            join hosts h on h.id = x.host_id join partners hp on hp.id = h.partner_id
+            """
+    }
+
+    /// Like ``auditRows(kind:actor:body:policy:from:)`` for rows with a `job_id` and no host.
+    static func auditJobs(kind: String, actor: String, body: String, from source: String) -> String {
+        let order = "order by x.job_id"
+        return """
+            select audit_append(
+                array_agg((\(kind))::text \(order)), array_agg((\(actor))::text \(order)), array_agg(x.job_id \(order)), array_agg(null::bigint \(order)),
+                array_agg(jp.name \(order)), array_agg(''::text \(order)), array_agg(array_to_string(j.inputs, ',') \(order)), array_agg(''::text \(order)),
+                array_agg((\(body))::text \(order))) as n
+            from \(source) x join jobs j on j.id = x.job_id join partners jp on jp.id = j.partner_id
+            """
+    }
+
+    /// Appends one entry in the caller's transaction (or as its own statement).
+    func audit(
+        _ kind: String, actor: String, job: Int64? = nil, host: Int64? = nil, partners: [String] = [], region: String = "",
+        datasets: [String] = [], policy: String = "", body: JSONValue = .object([:]), on connection: PostgresConnection
+    ) async throws {
+        let text = String(decoding: try WireJSON.shared.encode(body), as: UTF8.self)
+        try await connection.query(
+            """
+            select audit_append1(\(kind), \(actor), \(job), \(host), \(partners.joined(separator: ",")), \(region),
+                                 \(datasets.joined(separator: ",")), \(policy), \(text))
+            """, logger: logger)
+    }
+
+    /// Records a refused request (401/403) on its own.
+    package func auditDenied(actor: String, method: String, path: String, status: Int, message: String) async throws {
+        try await client.withConnection { connection in
+            try await audit(
+                "denied", actor: actor,
+                body: .object(["method": .string(method), "path": .string(path), "status": .number(Double(status)), "message": .string(message)]),
+                on: connection)
+        }
+    }
+
+    // MARK: Reading
+
+    static let auditColumns = "seq, at_us, kind, actor, job_id, host_id, partners, region, datasets, policy, body, leaf, hash"
+
+    static func auditEntry(_ row: PostgresRow) throws -> AuditEntry {
+        let (seq, at, kind, actor, job, host, partners, region, datasets, policy, body, leaf, hash) = try row.decode(
+            (Int64, Int64, String, String, Int64?, Int64?, [String], String, [String], String, String, ByteBuffer, ByteBuffer).self)
+        return AuditEntry(
+            seq: seq, atMicros: at, kind: kind, actor: actor, jobId: job, hostId: host, partners: partners, region: region, datasets: datasets,
+            policy: policy, body: body, leaf: Hex.encode(leaf.readableBytesView), hash: Hex.encode(hash.readableBytesView))
+    }
+
+    /// Entries in sequence order after `after`, matching every given filter. `partner` limits to entries that
+    /// concern that partner (what a partner admin may read).
+    package func auditEntries(_ filter: AuditFilter, after: Int64, limit: Int) async throws -> [AuditEntry] {
+        let rows = try await client.query(
+            """
+            select \(unescaped: Self.auditColumns) from audit_log
+            where seq > \(after)
+              and (\(filter.job)::bigint is null or job_id = \(filter.job))
+              and (\(filter.host)::bigint is null or host_id = \(filter.host))
+              and (\(filter.partner)::text is null or \(filter.partner) = any(partners))
+              and (\(filter.dataset)::text is null or \(filter.dataset) = any(datasets))
+              and (\(filter.region)::text is null or region = \(filter.region))
+              and (\(filter.kind)::text is null or kind = \(filter.kind))
+              and (\(filter.since)::timestamptz is null or at >= \(filter.since))
+              and (\(filter.until)::timestamptz is null or at < \(filter.until))
+            order by seq limit \(Int64(limit))
+            """, logger: logger)
+        var entries: [AuditEntry] = []
+        for try await row in rows { entries.append(try Self.auditEntry(row)) }
+        return entries
+    }
+
+    /// The ledger's head: its size and the chain hash of its last entry (the genesis hash when empty).
+    package func auditHead() async throws -> (size: Int64, root: [UInt8]) {
+        let rows = try await client.query("select seq, hash from audit_log order by seq desc limit 1", logger: logger)
+            .decode((Int64, ByteBuffer).self).collect()
+        guard let (size, hash) = rows.first else { return (0, AuditEntry.genesis) }
+        return (size, Array(hash.readableBytesView))
+    }
+
+    /// Stores a signed checkpoint (once per size).
+    package func saveCheckpoint(_ checkpoint: AuditCheckpoint) async throws {
+        try await client.query(
+            """
+            insert into audit_checkpoints (size, root, text) values (\(checkpoint.size), \(ByteBuffer(bytes: checkpoint.root)), \(checkpoint.text))
+            on conflict (size) do nothing
+            """, logger: logger)
+    }
+
+    /// The latest stored checkpoint's text, if any.
+    package func latestCheckpoint() async throws -> (size: Int64, text: String)? {
+        try await client.query("select size, text from audit_checkpoints order by size desc limit 1", logger: logger)
+            .decode((Int64, String).self).collect().first.map { (size: $0.0, text: $0.1) }
+    }
+}
+
+/// Filters of `comity audit log` and `export`.
+package struct AuditFilter: Sendable {
+    package var job: Int64?
+    package var host: Int64?
+    package var partner: String?
+    package var dataset: String?
+    package var region: String?
+    package var kind: String?
+    package var since: Date?
+    package var until: Date?
+
+    package init(
+        job: Int64? = nil, host: Int64? = nil, partner: String? = nil, dataset: String? = nil, region: String? = nil, kind: String? = nil,
+        since: Date? = nil, until: Date? = nil
+    ) {
+        self.job = job
+        self.host = host
+        self.partner = partner
+        self.dataset = dataset
+        self.region = region
+        self.kind = kind
+        self.since = since
+        self.until = until
+    }
+}
+
+extension Store {
+    /// Links of the chain (hashes only) after `after`.
+    package func auditLinks(after: Int64, limit: Int) async throws -> [AuditLink] {
+        try await client.query(
+            "select seq, leaf, hash from audit_log where seq > \(after) order by seq limit \(Int64(limit))", logger: logger
+        ).decode((Int64, ByteBuffer, ByteBuffer).self).collect().map {
+            AuditLink(seq: $0.0, leaf: Hex.encode($0.1.readableBytesView), hash: Hex.encode($0.2.readableBytesView))
+        }
+    }
+}
