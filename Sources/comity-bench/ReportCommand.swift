@@ -142,6 +142,9 @@ struct Table {
             rows.append(["sovereignty: eligibility + placement per decision (\(largest) datasets×hosts)", "\(Self.format(value)) µs", "", ""])
             rows.append(["  one uncached (job, host) evaluation", "\(f("rules_eval_uncached_us")) µs", "", ""])
         }
+        if let seconds = number("audit_verify_s_per_million") {
+            rows.append(["audit ledger: verify one million entries", "\(Self.format(seconds)) s", "", ""])
+        }
         let rssAt = string("server_rss_at") ?? ""
         rows.append([
             "server RSS\(rssAt.isEmpty ? "" : " (\(rssAt))")", "\(f("server_rss_mb")) MB", "≤ 300 at 10k hosts + 1M queued",
