@@ -85,10 +85,10 @@ extension Store {
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
                 select id, \(attempt), 'running', 'started by the agent' from j
+            ), starting as (
+                select job_id, \(host)::bigint as host_id, \(attempt)::bigint as attempt from a
             ), audited as (
-                \(unescaped: Self.auditRows(
-                    kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', \(attempt))",
-                    from: "(select job_id, \(host)::bigint as host_id from a)"))
+                \(unescaped: Self.auditRows(kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', x.attempt)", from: "starting"))
             )
             select pg_notify(\(Channel.job), id::text), (select n from audited) from j
             """, logger: logger

@@ -17,9 +17,6 @@ extension Store {
 
     static let passLockKey: Int64 = 0x636f_6d69_7479_03
 
-    /// A string as an SQL literal, for values that are code, not input (rule ids of the form `p0123…`).
-    static func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
-
     /// One scheduling pass: under a transaction-scoped advisory lock (so passes of all replicas are serialized by
     /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, lock the chosen jobs, and
     /// write every attempt, job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
@@ -162,12 +159,14 @@ extension Store {
                 insert into job_events (job_id, attempt_id, kind, message)
                 select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
                 from a join hosts h on h.id = a.host_id
+            ), placed as (
+                select a.*, p.gpus, \(policyVersion)::text as policy from a join p on p.job_id = a.job_id
             ), audited as (
                 \(unescaped: Self.auditRows(
                     kind: "'placed'", actor: "'scheduler'",
                     body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
                     policy: "x.policy",
-                    from: "(select a.*, p.gpus, \(Self.literal(policyVersion)) as policy from a join p on p.job_id = a.job_id)"))
+                    from: "placed"))
             ), woken as (
                 select distinct host_id from a
             )
