@@ -151,3 +151,14 @@ public struct WhoAmI: Codable, Sendable {
         self.hostId = hostId
     }
 }
+
+/// `DELETE /v1/tokens/{id}`: the token no longer authenticates (within the servers' 10 s token cache).
+public struct RevokedToken: Codable, Sendable {
+    public var id: Int64
+    /// The principal the token belonged to.
+    public var principal: String
+    public init(id: Int64, principal: String) {
+        self.id = id
+        self.principal = principal
+    }
+}

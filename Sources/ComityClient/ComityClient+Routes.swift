@@ -32,6 +32,8 @@ extension ComityClient {
         try await send(.POST, "/v1/tokens", body: request)
     }
 
+    public func revokeToken(_ id: Int64) async throws -> RevokedToken { try await send(.DELETE, "/v1/tokens/\(id)") }
+
     public func createJoinToken(_ request: CreateJoinTokenRequest) async throws -> CreatedJoinToken {
         try await send(.POST, "/v1/join-tokens", body: request)
     }

@@ -232,3 +232,34 @@ extension JobScope {
         }
     }
 }
+
+extension Store {
+    /// Revokes a token (effective within the servers' token cache time, 10 s). A partner admin may revoke the tokens
+    /// of its own partner's principals (its researchers', its own) only; agents' credentials are revoked by admins.
+    ///
+    /// - Returns: the principal whose token it was, or `nil` when no such token is visible to `revoker`.
+    package func revokeToken(_ id: Int64, by revoker: Principal) async throws -> String? {
+        try await transaction { connection in
+            let rows = try await connection.query(
+                """
+                select p.name, p.role, coalesce(p.partner_id, pr.partner_id, h.partner_id), t.revoked_at is not null, pa.name
+                from api_tokens t join principals p on p.id = t.principal_id
+                left join projects pr on pr.id = p.project_id left join hosts h on h.id = p.host_id
+                left join partners pa on pa.id = coalesce(p.partner_id, pr.partner_id, h.partner_id)
+                where t.id = \(id)
+                for no key update of t
+                """, logger: logger
+            ).decode((String, String, Int64?, Bool, String?).self).collect()
+            guard let (name, role, partnerID, revoked, partner) = rows.first else { return nil }
+            if revoker.role == .partnerAdmin, partnerID != revoker.partnerID || role == Role.agent.rawValue || role == Role.admin.rawValue {
+                return nil  // not visible: indistinguishable from a missing token
+            }
+            if revoked { return name }
+            try await connection.query("update api_tokens set revoked_at = now() where id = \(id)", logger: logger)
+            try await audit(
+                "token-revoked", actor: revoker.name, partners: partner.map { [$0] } ?? [],
+                body: .object(["token_id": .number(Double(id)), "principal": .string(name), "role": .string(role)]), on: connection)
+            return name
+        }
+    }
+}

@@ -220,4 +220,25 @@ struct AuditStoreTests {
             #expect(try await client.query("select count(*) from audit_log where kind = 'placed'", logger: logger).decode(Int64.self).collect() == [0])
         }
     }
+
+    @Test("a revoked token no longer authenticates; a partner admin revokes only its own partner's; both are recorded")
+    func tokenRevocation() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let seed = try await TestDatabase.seeded(client)
+            let store = seed.store
+            let researcher = try await store.createToken(CreateTokenRequest(role: .researcher, project: "asr"), by: seed.admin)
+            let uonAdmin = try #require(
+                try await store.principal(forToken: try await store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: "uon"), by: seed.admin).token))
+            let tumAdmin = try #require(
+                try await store.principal(forToken: try await store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: "tum"), by: seed.admin).token))
+            #expect(try await store.revokeToken(researcher.id, by: tumAdmin) == nil, "another partner's token is invisible")
+            #expect(try await store.principal(forToken: researcher.token) != nil)
+            #expect(try await store.revokeToken(researcher.id, by: uonAdmin) == "researcher-asr")
+            #expect(try await store.principal(forToken: researcher.token) == nil)
+            #expect(try await store.revokeToken(researcher.id, by: seed.admin) == "researcher-asr", "revoking twice is not an error")
+            let revoked = try await store.auditEntries(AuditFilter(kind: "token-revoked"), after: 0, limit: 10)
+            #expect(revoked.count == 1 && revoked[0].actor == uonAdmin.name && revoked[0].partners == ["uon"])
+            #expect(try await verify(store).0 == nil)
+        }
+    }
 }

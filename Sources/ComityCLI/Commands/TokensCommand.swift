@@ -3,12 +3,12 @@ import ComityAPI
 import ComityClient
 import ComityCore
 
-/// `comity tokens create --role ROLE [--partner P] [--project P] [--name LABEL]`.
+/// `comity tokens create --role ROLE [--partner P] [--project P] [--name LABEL]`, `comity tokens revoke ID`.
 struct TokensCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokens",
         abstract: "Manage API tokens.",
-        subcommands: [Create.self]
+        subcommands: [Create.self, Revoke.self]
     )
 
     struct Create: AsyncParsableCommand {
@@ -48,6 +48,23 @@ struct TokensCommand: AsyncParsableCommand {
                     + (name.map { " (\($0))" } ?? "")
             )
             Terminal.out(created.token)
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke an API token (by the id `tokens create` printed); servers stop accepting it within 10 s.")
+
+        @Argument(help: ArgumentHelp("The token's id.", valueName: "id"))
+        var id: Int64
+
+        @OptionGroup(title: "Global Options")
+        var global: GlobalOptions
+
+        func run() async throws {
+            let revoked = try await global.client().revokeToken(id)
+            if global.isJSON { return try Terminal.json(revoked) }
+            Terminal.out("revoked token \(revoked.id) of \(revoked.principal)")
         }
     }
 }

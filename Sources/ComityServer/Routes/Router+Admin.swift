@@ -70,6 +70,13 @@ extension Routes {
             return try json(try await store.createToken(body, by: principal), status: .created)
         }
 
+        router.delete("/v1/tokens/:id") { _, context -> Response in
+            let principal = try context.require(.admin, .partnerAdmin, action: "revoke tokens")
+            let id = try context.parameters.require("id", as: Int64.self)
+            guard let owner = try await store.revokeToken(id, by: principal) else { throw APIError.notFound("token \(id)") }
+            return try json(RevokedToken(id: id, principal: owner))
+        }
+
         router.post("/v1/join-tokens") { request, context -> Response in
             let principal = try context.require(.admin, .partnerAdmin, action: "create join tokens")
             let body = try await request.decodeBody(CreateJoinTokenRequest.self, context: context)
