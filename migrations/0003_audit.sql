@@ -133,9 +133,12 @@ create trigger audit_checkpoints_no_update_delete before update or delete on aud
 do $$
 begin
     if exists (select 1 from pg_roles where rolname = current_user and rolsuper) then
-        if not exists (select 1 from pg_roles where rolname = 'comity_audit_owner') then
+        -- Roles belong to the whole cluster: databases migrated at the same time may both try to create it.
+        begin
             create role comity_audit_owner nologin;
-        end if;
+        exception when duplicate_object or unique_violation then
+            null;
+        end;
         execute format('grant select, insert on audit_log, audit_checkpoints to %I', current_user);
         alter table audit_log owner to comity_audit_owner;
         alter table audit_checkpoints owner to comity_audit_owner;
