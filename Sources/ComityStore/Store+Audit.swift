@@ -37,6 +37,17 @@ extension Store {
             """
     }
 
+    /// SQL appending a `host-down` entry per row of a CTE `down` (hosts just marked down: id, name, region,
+    /// partner_id). `reason` is a fixed text of this module.
+    static func auditHostsDown(reason: String) -> String {
+        """
+        select audit_append(array_agg('host-down'::text), array_agg('reaper'::text), array_agg(null::bigint), array_agg(d.id), array_agg(p.name),
+                            array_agg(d.region), array_agg(''::text), array_agg(''::text),
+                            array_agg(json_build_object('host', d.name, 'reason', '\(reason)')::text))
+        from down d join partners p on p.id = d.partner_id
+        """
+    }
+
     /// Appends one entry in the caller's transaction (or as its own statement).
     func audit(
         _ kind: String, actor: String, job: Int64? = nil, host: Int64? = nil, partners: [String] = [], region: String = "",

@@ -74,11 +74,13 @@ extension Store {
     ) -> Explanation {
         let now = Date()
         let active = context.active(at: now)
-        let jobReasons = active.jobReasons(facts)
+        // What does not depend on the host, once for all hosts.
+        let prepared = active.prepare(facts)
+        let jobReasons = prepared.jobReasons
         var verdicts: [HostVerdict] = []
         var waysOutInput: [(jurisdiction: String, reasons: [Reason])] = []
         for host in hosts {
-            let verdict = context.snapshot.evaluate(facts, on: host.facts, at: now)
+            let verdict = context.snapshot.evaluate(prepared, on: host.facts, at: now)
             // The job's own reasons are listed once, above the hosts.
             let hostFailures = verdict.failures.filter { !jobReasons.contains($0) }
             // A placed job's own attempt holds the capacity it needs: do not call its host busy.

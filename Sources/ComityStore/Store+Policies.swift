@@ -120,15 +120,7 @@ extension Store {
     }
 
     func policyHosts(_ context: PolicyContext, on connection: PostgresConnection) async throws -> [HostPolicyRow] {
-        var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
-        for try await (host, cpu, memory, gpus) in try await connection.query(
-            """
-            select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
-            from attempts where state in ('assigned', 'running') group by host_id
-            """, logger: logger
-        ).decode((Int64, Int64, Int64, String?).self) {
-            used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
-        }
+        let used = try await activeUsage(on: connection)
         var rows: [HostPolicyRow] = []
         for try await (id, name, partner, region, labelsText, state, fresh, cpu, memory, gpusText) in try await connection.query(
             """
@@ -317,7 +309,8 @@ extension Store {
 
     func impact(of after: PolicySnapshot, comparedTo context: PolicyContext, at now: Date, on connection: PostgresConnection) async throws -> Impact {
         var impact = Impact()
-        let hosts = try await policyHosts(context, on: connection).filter { $0.facts.condition == .up }
+        let allHosts = try await policyHosts(context, on: connection)
+        let hosts = allHosts.filter { $0.facts.condition == .up }
         let before = context.snapshot
         // Queued jobs, one row per class of alike jobs (a million queued jobs are a few classes).
         var memo: [JobFacts: (before: Int, after: Int)] = [:]
@@ -348,8 +341,6 @@ extension Store {
             if counts.before == 0, counts.after > 0 { impact.view.unblocked += affected }
         }
         // Running and assigned jobs, each on its host.
-        let byID = Dictionary(uniqueKeysWithValues: hosts.map { ($0.facts.id, $0.facts) })
-        let allHosts = try await policyHosts(context, on: connection)
         let anyHost = Dictionary(uniqueKeysWithValues: allHosts.map { ($0.facts.id, $0.facts) })
         for try await (id, name, state, attempt, hostID, projectID, partnerID, kind, inputs, runtime) in try await connection.query(
             """
@@ -358,7 +349,7 @@ extension Store {
             where j.state in ('assigned', 'running') and a.state in ('assigned', 'running')
             """, logger: logger
         ).decode((Int64, String, String, Int64, Int64, Int64, Int64, String, [String], Int64).self) {
-            guard let host = byID[hostID] ?? anyHost[hostID] else { continue }
+            guard let host = anyHost[hostID] else { continue }
             let row = JobPolicyRow(id: id, projectID: projectID, partnerID: partnerID, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime)
             let facts = row.facts(context)
             var up = host

@@ -60,18 +60,8 @@ extension Store {
             let (hosts, hostFacts) = try await availableHosts(context, on: connection)
             let now = Date()
             let active = context.active(at: now)
-            // The rules' verdict per (job class, host key), decided on first use: 0 unknown, 1 eligible, 2 not.
-            var prepared: [PreparedJob?] = Array(repeating: nil, count: classFacts.count)
-            var verdicts = [UInt8](repeating: 0, count: classFacts.count * max(hostFacts.count, 1))
-            let placements = Placer.place(pending, on: hosts) { policyClass, policyKey in
-                let slot = policyClass * hostFacts.count + policyKey
-                if verdicts[slot] != 0 { return verdicts[slot] == 1 }
-                let job = prepared[policyClass] ?? active.prepare(classFacts[policyClass])
-                prepared[policyClass] = job
-                let eligible = context.snapshot.evaluate(job, on: hostFacts[policyKey], at: now, decideOnly: true).eligible
-                verdicts[slot] = eligible ? 1 : 2
-                return eligible
-            }
+            var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: hostFacts, at: now)
+            let placements = Placer.place(pending, on: hosts) { memo.eligible($0, $1) }
             let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
             return PassResult(
                 examined: pending.count, hosts: hosts.count, placed: placed,
@@ -79,9 +69,8 @@ extension Store {
         }
     }
 
-    /// Active hosts with a fresh heartbeat, with what their active attempts leave free, and the facts the rules read
-    /// of them: `hostFacts[host.policyKey]` describes every host with that key.
-    func availableHosts(_ context: PolicyContext, on connection: PostgresConnection) async throws -> (hosts: [HostAvailability], hostFacts: [HostFacts]) {
+    /// What the active attempts of each host hold.
+    func activeUsage(on connection: PostgresConnection) async throws -> [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] {
         var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
         for try await (host, cpu, memory, gpus) in try await connection.query(
             """
@@ -91,6 +80,13 @@ extension Store {
         ).decode((Int64, Int64, Int64, String?).self) {
             used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
         }
+        return used
+    }
+
+    /// Active hosts with a fresh heartbeat, with what their active attempts leave free, and the facts the rules read
+    /// of them: `hostFacts[host.policyKey]` describes every host with that key.
+    func availableHosts(_ context: PolicyContext, on connection: PostgresConnection) async throws -> (hosts: [HostAvailability], hostFacts: [HostFacts]) {
+        let used = try await activeUsage(on: connection)
         var hosts: [HostAvailability] = []
         var keys: [PolicyHostKey: Int] = [:]
         var facts: [HostFacts] = []
@@ -198,10 +194,7 @@ extension Store {
                         for no key update skip locked)
                     returning id, name, region, partner_id
                 )
-                select audit_append(array_agg('host-down'::text), array_agg('reaper'::text), array_agg(null::bigint), array_agg(d.id), array_agg(p.name),
-                                    array_agg(d.region), array_agg(''::text), array_agg(''::text),
-                                    array_agg(json_build_object('host', d.name, 'reason', 'no heartbeat')::text))
-                from down d join partners p on p.id = d.partner_id
+                \(unescaped: Self.auditHostsDown(reason: "no heartbeat"))
                 """, logger: logger)
             let expired = try await connection.query(
                 """
@@ -243,10 +236,7 @@ extension Store {
                         for no key update skip locked)
                     returning id, name, region, partner_id
                 )
-                select audit_append(array_agg('host-down'::text), array_agg('reaper'::text), array_agg(null::bigint), array_agg(d.id), array_agg(p.name),
-                                    array_agg(d.region), array_agg(''::text), array_agg(''::text),
-                                    array_agg(json_build_object('host', d.name, 'reason', 'lease expired, heartbeats stopped')::text))
-                from down d join partners p on p.id = d.partner_id
+                \(unescaped: Self.auditHostsDown(reason: "lease expired, heartbeats stopped"))
                 """, logger: logger)
             try await connection.query(
                 """

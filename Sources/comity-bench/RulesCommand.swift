@@ -49,20 +49,10 @@ struct RulesCommand: AsyncParsableCommand {
                 var pairs = 0
                 var placements: [Placement] = []
                 let withRules = clock.measure {
-                    // Exactly as Store.schedulingPass: jobs prepared once per class, verdicts memoized per (class, key).
-                    let active = world.snapshot.active(at: now)
-                    var prepared: [PreparedJob?] = Array(repeating: nil, count: jobs.facts.count)
-                    var verdicts = [UInt8](repeating: 0, count: jobs.facts.count * pool.keyFacts.count)
-                    placements = Placer.place(jobs.pending, on: pool.availability) { policyClass, policyKey in
-                        let slot = policyClass * pool.keyFacts.count + policyKey
-                        if verdicts[slot] != 0 { return verdicts[slot] == 1 }
-                        pairs += 1
-                        let job = prepared[policyClass] ?? active.prepare(jobs.facts[policyClass])
-                        prepared[policyClass] = job
-                        let verdict = world.snapshot.evaluate(job, on: pool.keyFacts[policyKey], at: now, decideOnly: true).eligible
-                        verdicts[slot] = verdict ? 1 : 2
-                        return verdict
-                    }
+                    // Exactly as Store.schedulingPass.
+                    var memo = EligibilityMemo(snapshot: world.snapshot, classes: jobs.facts, hostKeys: pool.keyFacts, at: now)
+                    placements = Placer.place(jobs.pending, on: pool.availability) { memo.eligible($0, $1) }
+                    pairs = memo.evaluated
                 }
                 let withoutRules = clock.measure { _ = Placer.place(jobs.pending, on: pool.availability) }
                 let size = "\(documentCount)x\(hostCount)"

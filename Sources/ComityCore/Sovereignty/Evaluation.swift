@@ -481,3 +481,43 @@ struct WindowClock {
         return end
     }
 }
+
+/// The rules' verdict per (job class, host key) for one scheduling pass, decided on first use: each class is
+/// prepared once and each pair evaluated once, deciding only (no reason text). Rebuilt every pass (donor windows
+/// depend on the time).
+public struct EligibilityMemo {
+    let snapshot: PolicySnapshot
+    let active: ActivePolicies
+    let classes: [JobFacts]
+    let hostKeys: [HostFacts]
+    let time: Date
+    var prepared: [PreparedJob?]
+    /// 0 unknown, 1 eligible, 2 not; indexed `class * hostKeys.count + key`.
+    var verdicts: [UInt8]
+    /// How many pairs were evaluated.
+    public private(set) var evaluated = 0
+
+    /// - Parameters:
+    ///   - classes: the facts of each job class (`PendingJob.policyClass` indexes them).
+    ///   - hostKeys: one host's facts per policy key (`HostAvailability.policyKey` indexes them).
+    public init(snapshot: PolicySnapshot, classes: [JobFacts], hostKeys: [HostFacts], at time: Date) {
+        self.snapshot = snapshot
+        self.active = snapshot.active(at: time)
+        self.classes = classes
+        self.hostKeys = hostKeys
+        self.time = time
+        self.prepared = Array(repeating: nil, count: classes.count)
+        self.verdicts = [UInt8](repeating: 0, count: classes.count * hostKeys.count)
+    }
+
+    public mutating func eligible(_ policyClass: Int, _ policyKey: Int) -> Bool {
+        let slot = policyClass * hostKeys.count + policyKey
+        if verdicts[slot] != 0 { return verdicts[slot] == 1 }
+        let job = prepared[policyClass] ?? active.prepare(classes[policyClass])
+        prepared[policyClass] = job
+        let eligible = snapshot.evaluate(job, on: hostKeys[policyKey], at: time, decideOnly: true).eligible
+        verdicts[slot] = eligible ? 1 : 2
+        evaluated += 1
+        return eligible
+    }
+}
