@@ -65,9 +65,12 @@ public struct Project: Codable, Sendable, Hashable {
     /// What the project is for (`health-research`), matched against datasets' `use.purposes`.
     public var purpose: String?
     public var commercial: Bool?
+    /// Within its partner, projects share in proportion to these (default 1).
+    public var shares: Int?
 
-    public init(name: String, partner: String, purpose: String? = nil, commercial: Bool? = nil) {
+    public init(name: String, partner: String, purpose: String? = nil, commercial: Bool? = nil, shares: Int? = nil) {
         self.name = name
+        self.shares = shares
         self.partner = partner
         self.purpose = purpose
         self.commercial = commercial

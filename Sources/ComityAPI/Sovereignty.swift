@@ -171,6 +171,8 @@ public struct Explanation: Codable, Sendable {
     public var ranking: String?
     /// The jurisdictions the job's data may reach (`nil`: anywhere), as the database enforces them.
     public var permittedJurisdictions: [String]?
+    /// Fair sharing: the partner's standing, and any reclaim under way for the job (or preemption of it).
+    public var sharing: String?
 
     public init(
         job: Int64?, outcome: Outcome, summary: String, policyVersion: String, evaluatedAt: Date, jobReasons: [Reason], hosts: [HostVerdict],

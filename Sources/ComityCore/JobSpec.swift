@@ -19,12 +19,18 @@ public struct JobSpec: Sendable, Hashable, Codable {
     public var maxRuntimeSeconds: Int64
     public var retries: Int
     public var priority: Int
+    /// Whether a reclaim may preempt it when it runs as a borrowing guest (`nil`: batch jobs may be, services not).
+    public var preemptible: Bool?
+
+    /// Batch jobs are preemptible unless they say otherwise; services only if they opt in.
+    public var isPreemptible: Bool { preemptible ?? (kind != .inference) }
 
     public init(
         name: String, project: String, kind: JobKind = .training, command: [String], env: [String: String] = [:],
         resources: ResourceRequest, inputs: [String] = [], outputs: [String] = [], maxRuntimeSeconds: Int64 = 86_400,
-        retries: Int = 0, priority: Int = 50
+        retries: Int = 0, priority: Int = 50, preemptible: Bool? = nil
     ) {
+        self.preemptible = preemptible
         self.name = name
         self.project = project
         self.kind = kind
@@ -53,7 +59,7 @@ extension JobSpec {
 
     static let fields = [
         "name", "project", "kind", "command", "env", "resources", "inputs", "outputs", "max_runtime", "retries",
-        "priority",
+        "priority", "preemptible",
     ]
     static let resourceFields = ["cpus", "memory", "gpus", "gpu_model", "gpu_memory"]
 
@@ -99,6 +105,12 @@ extension JobSpec {
         }
         let retries = reader.integer("retries", range: 0...Limits.maxRetries) ?? 0
         let priority = reader.integer("priority", range: Limits.priorityRange) ?? 50
+        var preemptible: Bool?
+        switch object["preemptible"] {
+        case nil, .null: break
+        case .bool(let flag): preemptible = flag
+        case let other?: reader.fail("preemptible", "expected true or false, got \(other.typeName)")
+        }
 
         var resources = ResourceRequest(cpuMillis: 1000, memoryBytes: 1 << 30)
         switch object["resources"] {
@@ -120,7 +132,8 @@ extension JobSpec {
         return .success(
             JobSpec(
                 name: name, project: project, kind: kind, command: command, env: env, resources: resources,
-                inputs: inputs, outputs: outputs, maxRuntimeSeconds: maxRuntime, retries: retries, priority: priority
+                inputs: inputs, outputs: outputs, maxRuntimeSeconds: maxRuntime, retries: retries, priority: priority,
+                preemptible: preemptible
             )
         )
     }

@@ -11,9 +11,15 @@ public struct HostAvailability: Sendable, Hashable {
     public var partnerID: Int64
     /// Hosts with the same key get the same sovereignty verdict for every job (see ``PolicyHostKey``).
     public var policyKey: Int
+    /// For quotas limited to a region.
+    public var region: String
 
-    public init(id: Int64, freeCPUMillis: Int, freeMemoryBytes: Int64, freeGPUs: [GPU], totalGPUs: Int, partnerID: Int64 = 0, policyKey: Int = 0) {
+    public init(
+        id: Int64, freeCPUMillis: Int, freeMemoryBytes: Int64, freeGPUs: [GPU], totalGPUs: Int, partnerID: Int64 = 0, policyKey: Int = 0,
+        region: String = ""
+    ) {
         self.id = id
+        self.region = region
         self.freeCPUMillis = freeCPUMillis
         self.freeMemoryBytes = freeMemoryBytes
         self.freeGPUs = freeGPUs
@@ -29,12 +35,14 @@ public struct PendingJob: Sendable, Hashable {
     public var resources: ResourceRequest
     public var priority: Int
     public var partnerID: Int64
+    public var projectID: Int64
     /// Jobs with the same class get the same sovereignty verdict on every host (same project, kind, inputs and
     /// runtime bound).
     public var policyClass: Int
 
-    public init(id: Int64, resources: ResourceRequest, priority: Int, partnerID: Int64 = 0, policyClass: Int = 0) {
+    public init(id: Int64, resources: ResourceRequest, priority: Int, partnerID: Int64 = 0, projectID: Int64 = 0, policyClass: Int = 0) {
         self.id = id
+        self.projectID = projectID
         self.resources = resources
         self.priority = priority
         self.partnerID = partnerID
@@ -69,50 +77,73 @@ public enum Placer {
     public static func place(
         _ jobs: [PendingJob], on hosts: [HostAvailability], eligible: ((_ policyClass: Int, _ policyKey: Int) -> Bool)? = nil
     ) -> [Placement] {
-        var hosts = hosts
+        var session = Session(hosts)
         var placements: [Placement] = []
         placements.reserveCapacity(min(jobs.count, hosts.count * 4))
+        for job in jobs {
+            if let placement = session.place(job, admits: { host in eligible?(job.policyClass, host.policyKey) ?? true }) {
+                placements.append(placement)
+            }
+        }
+        return placements
+    }
+
+    /// One pass's placements, one job at a time (the caller decides the order, e.g. by fair share): what is free
+    /// shrinks with each placement.
+    public struct Session {
+        public private(set) var hosts: [HostAvailability]
         // Hosts with the same free capacity score the same for every job, so each job scores one host per group of
         // look-alikes (most hosts of a pool are alike, and idle ones stay alike) instead of every host.
-        var groups = HostGroups(hosts)
+        private var groups: HostGroups
         // Capacity only shrinks during a pass: a request that fit nowhere will fit nowhere later in the same pass.
-        var fitsNowhere: Set<NowhereKey> = []
-        var matchers: [ResourceRequest: Matcher] = [:]
-        for job in jobs {
+        private var fitsNowhere: Set<NowhereKey> = []
+        private var matchers: [ResourceRequest: Matcher] = [:]
+
+        public init(_ hosts: [HostAvailability]) {
+            self.hosts = hosts
+            self.groups = HostGroups(hosts)
+        }
+
+        /// Places `job` on the best fitting host that `admits` accepts, or returns `nil`.
+        ///
+        /// - Parameters:
+        ///   - cacheKey: jobs with the same request and key are admitted by the same hosts, and anything that
+        ///     `admits` reads only grows stricter during the pass (a job that fit nowhere is not tried again).
+        public mutating func place(_ job: PendingJob, cacheKey: Int64 = 0, admits: (HostAvailability) -> Bool) -> Placement? {
             let request = job.resources
-            let key = NowhereKey(request: request, policyClass: job.policyClass, partnerID: job.partnerID)
-            if fitsNowhere.contains(key) { continue }
+            let key = NowhereKey(request: request, policyClass: job.policyClass, partnerID: job.partnerID, extra: cacheKey)
+            if fitsNowhere.contains(key) { return nil }
             var matcher = matchers[request] ?? Matcher(request)
             defer { matchers[request] = matcher }
             guard
                 let index = bestHost(
-                    for: request, among: hosts, candidates: groups.representatives, matcher: &matcher,
-                    admits: { host in eligible?(job.policyClass, host.policyKey) ?? true }, partnerID: job.partnerID)
+                    for: request, among: hosts, candidates: groups.representatives, matcher: &matcher, admits: admits, partnerID: job.partnerID)
             else {
                 fitsNowhere.insert(key)
-                continue
+                return nil
             }
-            let gpus = Self.gpus(for: request, on: hosts[index], matcher: &matcher)
+            let gpus = Placer.gpus(for: request, on: hosts[index], matcher: &matcher)
             groups.remove(index, shape: HostShape(hosts[index]))
             hosts[index].freeCPUMillis -= request.cpuMillis
             hosts[index].freeMemoryBytes -= request.memoryBytes
             if !gpus.isEmpty { hosts[index].freeGPUs.removeAll { gpus.contains($0.index) } }
             groups.insert(index, shape: HostShape(hosts[index]))
-            placements.append(Placement(jobID: job.id, hostID: hosts[index].id, gpuIndices: gpus))
+            return Placement(jobID: job.id, hostID: hosts[index].id, gpuIndices: gpus)
         }
-        return placements
     }
 
     struct NowhereKey: Hashable {
         var request: ResourceRequest
         var policyClass: Int
         var partnerID: Int64
+        var extra: Int64
     }
 
     /// What scoring sees of a host: two hosts with the same shape fit and score alike for every request.
     struct HostShape: Hashable {
         var partnerID: Int64
         var policyKey: Int
+        var region: String
         var freeCPUMillis: Int
         var freeMemoryBytes: Int64
         var totalGPUs: Int
@@ -128,6 +159,7 @@ public enum Placer {
         init(_ host: HostAvailability) {
             partnerID = host.partnerID
             policyKey = host.policyKey
+            region = host.region
             freeCPUMillis = host.freeCPUMillis
             freeMemoryBytes = host.freeMemoryBytes
             totalGPUs = host.totalGPUs

@@ -92,7 +92,9 @@ package func buildApplication(
     app.addServices(
         NotificationListener(client: client, notifier: notifier, logger: logger),
         SchedulerService(store: store, notifier: notifier, interval: configuration.schedulerInterval, logger: logger),
-        ReaperService(store: store, interval: configuration.reaperInterval, logger: logger),
+        ReaperService(
+            store: store, interval: configuration.reaperInterval, logger: logger,
+            accountingInterval: .seconds(max(1, configuration.store.accountingIntervalSeconds))),
         CheckpointService(store: store, signer: configuration.audit, interval: configuration.checkpointInterval, logger: logger))
     return app
 }

@@ -13,11 +13,13 @@ extension Store {
             let context = try await policyContext(on: connection)
             let rows = try await connection.query(
                 """
-                select j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds, j.permitted_jurisdictions, a.policy_version, a.host_id
+                select j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds, j.permitted_jurisdictions, a.policy_version, a.host_id,
+                       j.preemptible, coalesce(a.borrowed, false), a.stop_after, a.stop_reason
                 from jobs j left join attempts a on a.id = j.current_attempt where j.id = \(id)
                 """, logger: logger
-            ).decode((Int64, Int64, String, [String], Int64, [String]?, String?, Int64?).self).collect()
-            guard let (project, partner, kind, inputs, runtime, permitted, placedUnder, placedHost) = rows.first else { return nil }
+            ).decode((Int64, Int64, String, [String], Int64, [String]?, String?, Int64?, Bool, Bool, Date?, String?).self).collect()
+            guard let (project, partner, kind, inputs, runtime, permitted, placedUnder, placedHost, preemptible, borrowed, stopAfter, stopReason) = rows.first
+            else { return nil }
             let facts = JobPolicyRow(
                 id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime
             ).facts(context)
@@ -28,7 +30,10 @@ extension Store {
                 case .assigned, .running: .placed
                 case .succeeded, .failed, .cancelled: .finished
                 }
-            var explanation = explain(facts, request: view.spec.resources, context: context, hosts: hosts, outcome: outcome, placedHost: placedHost)
+            let pending = PendingJob(id: id, resources: view.spec.resources, priority: view.spec.priority, partnerID: partner, projectID: project)
+            let sharing = outcome == .pending ? try await sharingVerdict(pending, preemptible: preemptible, context: context, on: connection) : nil
+            var explanation = explain(
+                facts, request: view.spec.resources, context: context, hosts: hosts, outcome: outcome, placedHost: placedHost, sharing: sharing)
             explanation.job = id
             explanation.permittedJurisdictions = permitted
             if outcome == .placed, let placedHost, let host = hosts.first(where: { $0.facts.id == placedHost }) {
@@ -37,7 +42,11 @@ extension Store {
                 let own = host.partnerID == partner
                 explanation.ranking =
                     (own ? "own host of \(facts.partner) (own hosts come first)" : "guest on \(host.facts.partner)'s host (no own host was eligible and free)")
+                    + (borrowed ? "; borrowed beyond its partner's share, so a reclaim may preempt it" : "")
                     + "; best fit: fewest matching GPUs, then CPUs and memory left free; ties by host id"
+                if let stopAfter {
+                    explanation.sharing = "being preempted at \(stopAfter.formatted(.iso8601)): \(stopReason ?? "reclaimed")"
+                }
             }
             return explanation
         }
@@ -58,7 +67,9 @@ extension Store {
                 id: 0, projectID: ids.project, partnerID: ids.partner, kind: spec.kind, inputs: spec.inputs, maxRuntimeSeconds: spec.maxRuntimeSeconds
             ).facts(context)
             let hosts = try await policyHosts(context, on: connection)
-            var explanation = explain(facts, request: spec.resources, context: context, hosts: hosts, outcome: .pending, placedHost: nil)
+            let pending = PendingJob(id: 0, resources: spec.resources, priority: spec.priority, partnerID: ids.partner, projectID: ids.project)
+            let sharing = try await sharingVerdict(pending, preemptible: spec.isPreemptible, context: context, on: connection)
+            var explanation = explain(facts, request: spec.resources, context: context, hosts: hosts, outcome: .pending, placedHost: nil, sharing: sharing)
             if explanation.outcome == .pending, explanation.hosts.contains(where: { verdict in
                 verdict.eligible && !verdict.reasons.contains { $0.code == .busy }
             }) {
@@ -70,13 +81,14 @@ extension Store {
     }
 
     func explain(
-        _ facts: JobFacts, request: ResourceRequest, context: PolicyContext, hosts: [HostPolicyRow], outcome: Explanation.Outcome, placedHost: Int64?
+        _ facts: JobFacts, request: ResourceRequest, context: PolicyContext, hosts: [HostPolicyRow], outcome: Explanation.Outcome, placedHost: Int64?,
+        sharing: SharingVerdict? = nil
     ) -> Explanation {
         let now = Date()
         let active = context.active(at: now)
         // What does not depend on the host, once for all hosts.
         let prepared = active.prepare(facts)
-        let jobReasons = prepared.jobReasons
+        let jobReasons = prepared.jobReasons + (sharing?.job ?? [])
         var verdicts: [HostVerdict] = []
         var waysOutInput: [(jurisdiction: String, reasons: [Reason])] = []
         for host in hosts {
@@ -86,11 +98,12 @@ extension Store {
             // A placed job's own attempt holds the capacity it needs: do not call its host busy.
             let free = host.facts.id == placedHost ? nil : host.free
             let capacity = host.facts.condition == .up ? CapacityCheck.reasons(request, total: host.total, free: free) : CapacityCheck.reasons(request, total: host.total, free: nil)
-            let reasons = hostFailures + capacity
+            let shared = sharing?.hosts[host.facts.id] ?? []
+            let reasons = hostFailures + capacity + shared
             verdicts.append(
                 HostVerdict(
                     host: host.facts.name, partner: host.facts.partner, region: host.facts.region, jurisdiction: host.facts.jurisdiction,
-                    eligible: verdict.failures.isEmpty && capacity.filter({ $0.code != .busy }).isEmpty, reasons: reasons,
+                    eligible: verdict.failures.isEmpty && capacity.filter({ $0.code != .busy }).isEmpty && shared.isEmpty, reasons: reasons,
                     admittedBy: verdict.failures.isEmpty ? verdict.admittedBy : []))
             waysOutInput.append((host.facts.jurisdiction, reasons))
         }
@@ -100,9 +113,61 @@ extension Store {
         if busy > 0 { summary += "; \(busy) of the eligible busy now" }
         if !jobReasons.isEmpty { summary = "job: " + jobReasons.map(\.label).joined(separator: ", ") + "; " + summary }
         let rejected = jobReasons.contains { $0.category == .job }
-        return Explanation(
+        var explanation = Explanation(
             job: nil, outcome: rejected && outcome == .pending ? .rejected : outcome, summary: summary, policyVersion: active.id, evaluatedAt: now,
             jobReasons: jobReasons, hosts: verdicts, waysOut: jobReasons.isEmpty ? ExplanationText.waysOut(waysOutInput) : [],
             permittedJurisdictions: nil)
+        explanation.sharing = sharing?.summary
+        return explanation
+    }
+}
+
+/// What fair sharing says about a waiting job: quotas that hold it everywhere, per-host limits, its partner's
+/// standing and any reclaim under way for it.
+struct SharingVerdict: Sendable {
+    var job: [Reason]
+    var hosts: [Int64: [Reason]]
+    var summary: String
+}
+
+extension Store {
+    func sharingVerdict(_ job: PendingJob, preemptible: Bool, context: PolicyContext, on connection: PostgresConnection) async throws -> SharingVerdict {
+        let sharing = try await sharingContext(on: connection)
+        let pool = try await availableHosts(context, sharing: sharing, on: connection)
+        let reservations = try await connection.query(
+            "select r.job_id, r.host_id, h.name from reservations r join hosts h on h.id = r.host_id where r.expires_at > now()", logger: logger
+        ).decode((Int64, Int64, String).self).collect()
+        let round = SharingRound(sharing: sharing, pool: pool, preemptible: [job.id: preemptible], reservedHosts: [])
+        var jobReasons: [Reason] = []
+        if let (quota, held, resource) = round.admission.quotas.exceeded(
+            partnerID: job.partnerID, projectID: job.projectID, region: nil, SharingRound.usage(job.resources))
+        {
+            jobReasons.append(SharingRound.Admission.quotaReason(quota, held, resource))
+        }
+        var hosts: [Int64: [Reason]] = [:]
+        for host in pool.hosts {
+            var reasons = round.admission.failures(job, on: host, collecting: true)
+            if let other = reservations.first(where: { $0.1 == host.id && $0.0 != job.id }) {
+                reasons.append(
+                    Reason(
+                        .reserved, subject: "job \(other.0)", category: .sharing,
+                        detail: "reserved for job \(other.0), for which guests on it are being preempted", brief: "for job \(other.0)"))
+            }
+            if !reasons.isEmpty { hosts[host.id] = reasons }
+        }
+        let standing = round.partnerStandings[job.partnerID] ?? ShareStanding(entitled: .zero)
+        let name = sharing.partners[job.partnerID]?.name ?? "#\(job.partnerID)"
+        let held = standing.allocated.fraction(of: pool.capacity)
+        func shares(_ vector: ShareVector) -> String {
+            ResourceKind.allCases.map { "\(SharingRound.Admission.percent(vector[$0])) \($0.rawValue)" }.joined(separator: ", ")
+        }
+        var summary =
+            "fair share: \(name) is entitled to \(shares(standing.entitled)) and holds \(shares(held)); "
+            + String(format: "ratio %.2f, factor %.2f", standing.ratio(capacity: pool.capacity), standing.factor(capacity: pool.capacity))
+            + (standing.heldRatio(capacity: pool.capacity) > 1 + 1e-9 ? " (borrowing: its guests may be reclaimed)" : "")
+        if let mine = reservations.first(where: { $0.0 == job.id }) {
+            summary += "; reclaiming \(mine.2) for this job: guests there stop after the donor's grace"
+        }
+        return SharingVerdict(job: jobReasons, hosts: hosts, summary: summary)
     }
 }

@@ -57,13 +57,16 @@ extension Store {
     }
 
     package func addProject(_ project: Project) async throws -> Project {
-        try await transaction { connection in
+        if let shares = project.shares, !(1...10_000).contains(shares) {
+            throw StoreError(.invalid, "expected a whole number of shares from 1 to 10000, got \(shares)", field: "shares")
+        }
+        return try await transaction { connection in
             let partnerID = try await partnerID(project.partner, field: "partner", on: connection)
             try await insertUnique(
                 "project \(project.name)", field: "name",
                 """
-                insert into projects (name, partner_id, purpose, commercial)
-                values (\(project.name), \(partnerID), \(project.purpose), \(project.commercial ?? false))
+                insert into projects (name, partner_id, purpose, commercial, shares)
+                values (\(project.name), \(partnerID), \(project.purpose), \(project.commercial ?? false), \(Int32(project.shares ?? 1)))
                 """, on: connection)
             return project
         }
@@ -74,13 +77,13 @@ extension Store {
         let (partner, project) = scope.filters
         return try await client.query(
             """
-            select pr.name, pa.name, pr.purpose, pr.commercial from projects pr join partners pa on pa.id = pr.partner_id
+            select pr.name, pa.name, pr.purpose, pr.commercial, pr.shares from projects pr join partners pa on pa.id = pr.partner_id
             where (\(partner)::bigint is null or pr.partner_id = \(partner))
               and (\(project)::bigint is null or pr.id = \(project))
             order by pr.name
             """, logger: logger
-        ).decode((String, String, String?, Bool).self).collect().map { (row: (String, String, String?, Bool)) in
-            Project(name: row.0, partner: row.1, purpose: row.2, commercial: row.3)
+        ).decode((String, String, String?, Bool, Int32).self).collect().map { (row: (String, String, String?, Bool, Int32)) in
+            Project(name: row.0, partner: row.1, purpose: row.2, commercial: row.3, shares: Int(row.4))
         }
     }
 

@@ -62,12 +62,13 @@ extension Store {
                     select * from unnest(\(documents)::text[], \(permitted)::text[]) with ordinality as i(doc, permitted, n)
                 ), inserted as (
                     insert into jobs (project_id, partner_id, submitted_by, name, kind, spec, priority, cpu_millis, memory_bytes,
-                                      gpus, gpu_model, gpu_memory_bytes, retries, inputs, max_runtime_seconds, permitted_jurisdictions)
+                                      gpus, gpu_model, gpu_memory_bytes, retries, inputs, max_runtime_seconds, permitted_jurisdictions, preemptible)
                     select \(ids.project), \(ids.partner), \(principal.id), d->>'name', d->>'kind', d, (d->>'priority')::int,
                            (d->'resources'->>'cpu_millis')::int, (d->'resources'->>'memory_bytes')::bigint,
                            (d->'resources'->>'gpus')::int, d->'resources'->>'gpu_model',
                            (d->'resources'->>'gpu_memory_bytes')::bigint, (d->>'retries')::int,
-                           array(select jsonb_array_elements_text(d->'inputs')), (d->>'max_runtime_seconds')::bigint, nullif(permitted, '')::text[]
+                           array(select jsonb_array_elements_text(d->'inputs')), (d->>'max_runtime_seconds')::bigint, nullif(permitted, '')::text[],
+                           coalesce((d->>'preemptible')::boolean, d->>'kind' <> 'inference')
                     from (select doc::jsonb as d, permitted, n from input order by n) s
                     returning id, name, kind, inputs, permitted_jurisdictions, priority
                 ), events as (

@@ -432,7 +432,8 @@ extension Store {
                 from s where a.id = s.id and a.state in ('assigned', 'running')
                 returning a.id, a.job_id, a.host_id, s.reason
             ), j as (
-                update jobs j set state = 'queued', policy_stops = policy_stops + 1, reason = a.reason
+                update jobs j set state = 'queued', policy_stops = policy_stops + 1, reason = a.reason,
+                    last_preempted_at = case when \(event) = 'preempted' then now() else j.last_preempted_at end
                 from a where j.id = a.job_id and j.current_attempt = a.id and j.state in ('assigned', 'running')
                 returning j.id
             ), e as (
@@ -489,7 +490,7 @@ extension Store {
                 """, logger: logger
             ).decode((Int64, String).self).collect()
             guard !due.isEmpty else { return 0 }
-            try await stopAttempts(due.map { ($0.0, $0.1 + "; donor grace over") }, event: "preempted", on: connection)
+            try await stopAttempts(due.map { ($0.0, $0.1 + "; grace over") }, event: "preempted", on: connection)
             return due.count
         }
     }

@@ -18,28 +18,43 @@ extension Store {
     static let passLockKey: Int64 = 0x636f_6d69_7479_03
 
     /// One scheduling pass: under a transaction-scoped advisory lock (so passes of all replicas are serialized by
-    /// PostgreSQL), read free capacity and the head of the queue, place with ``Placer``, lock the chosen jobs, and
-    /// write every attempt, job update and event in one statement; agents of the chosen hosts are woken by `NOTIFY`.
+    /// PostgreSQL), read free capacity and the head of every project's queue, place jobs in fair-share order with
+    /// ``Placer`` (reserved jobs first, then ``FairShareQueue``; quotas, borrowing and lending limits and the rules
+    /// decide which hosts admit each job), lock the chosen jobs, and write every attempt, job update and event in one
+    /// statement; agents of the chosen hosts are woken by `NOTIFY`. Then, for jobs that could not start, plan
+    /// reclaims (see ``planReclaims(_:on:)``).
     package func schedulingPass() async throws -> PassResult {
         try await transaction { connection in
             try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
-            let head = try await connection.query(
+            let reservations = try await connection.query(
                 """
-                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority, project_id, partner_id, kind, inputs,
-                       max_runtime_seconds, (select generation from policy_state)
-                from jobs where state = 'queued' order by priority desc, id limit \(Int64(configuration.passHeadLimit))
+                with gone as (
+                    delete from reservations r
+                    where r.expires_at < now() or not exists (select 1 from jobs j where j.id = r.job_id and j.state = 'queued')
+                    returning job_id
+                )
+                select job_id, host_id from reservations where job_id not in (select job_id from gone)
                 """, logger: logger
-            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Int64).self).collect()
-            guard let generation = head.first?.12 else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
-            let context = try await policyContext(on: connection, knownGeneration: generation)
+            ).decode((Int64, Int64).self).collect()
+            var head = try await queuedHead(on: connection)
+            let reservedHost = Dictionary(reservations.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+            if !reservedHost.isEmpty {
+                let inHead = Set(head.map(\.id))
+                let missing = reservedHost.keys.filter { !inHead.contains($0) }
+                if !missing.isEmpty { head += try await queuedJobs(missing, on: connection) }
+            }
+            guard let first = head.first else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
+            let context = try await policyContext(on: connection, knownGeneration: first.policyGeneration)
+            let sharing = try await sharingContext(on: connection, knownGeneration: first.sharingGeneration)
             var pending: [PendingJob] = []
             pending.reserveCapacity(head.count)
+            var preemptible: [Int64: Bool] = [:]
             // Jobs alike for the rules share a class, evaluated once per kind of host.
             var classes: [JobFacts: Int] = [:]
             var classFacts: [JobFacts] = []
-            for (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, _) in head {
+            for row in head {
                 let facts = JobPolicyRow(
-                    id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime
+                    id: row.id, projectID: row.projectID, partnerID: row.partnerID, kind: row.kind, inputs: row.inputs, maxRuntimeSeconds: row.maxRuntimeSeconds
                 ).facts(context)
                 let policyClass: Int
                 if let known = classes[facts] {
@@ -50,46 +65,178 @@ extension Store {
                     classFacts.append(facts)
                 }
                 pending.append(
-                    PendingJob(
-                        id: id,
-                        resources: ResourceRequest(
-                            cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
-                        priority: Int(priority), partnerID: partner, policyClass: policyClass))
+                    PendingJob(id: row.id, resources: row.resources, priority: row.priority, partnerID: row.partnerID, projectID: row.projectID, policyClass: policyClass))
+                preemptible[row.id] = row.preemptible
             }
-            guard !pending.isEmpty else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
-            let (hosts, hostFacts) = try await availableHosts(context, on: connection)
+            let pool = try await availableHosts(context, sharing: sharing, on: connection)
             let now = Date()
             let active = context.active(at: now)
-            var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: hostFacts, at: now)
-            let placements = Placer.place(pending, on: hosts) { memo.eligible($0, $1) }
+            var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: pool.hostFacts, at: now)
+            var round = SharingRound(
+                sharing: sharing, pool: pool, preemptible: preemptible, reservedHosts: Set(reservedHost.values))
+            // Reserved jobs first, each on the host reclaimed for it.
+            var placements: [SharingRound.Placed] = []
+            for job in pending where reservedHost[job.id] != nil {
+                let host = reservedHost[job.id]!
+                if let placed = round.place(job, onlyOn: host, eligible: { memo.eligible($0, $1) }) { placements.append(placed) }
+            }
+            var queue = FairShareQueue(
+                jobs: pending.filter { reservedHost[$0.id] == nil }, partners: round.partnerStandings, projects: round.projectStandings,
+                capacity: pool.capacity)
+            let ordered = pending.filter { reservedHost[$0.id] == nil }
+            var unplaced: [PendingJob] = []
+            while let index = queue.next() {
+                let job = ordered[index]
+                let placed = round.place(job, eligible: { memo.eligible($0, $1) })
+                queue.record(index, holding: placed?.holding)
+                if let placed { placements.append(placed) } else if !round.quotaBlocked(job) { unplaced.append(job) }
+            }
             let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
+            if !unplaced.isEmpty, configuration.reclaimsPerPass > 0 {
+                try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
+            }
             return PassResult(
-                examined: pending.count, hosts: hosts.count, placed: placed,
-                headWasFull: pending.count == configuration.passHeadLimit)
+                examined: pending.count, hosts: pool.hosts.count, placed: placed,
+                headWasFull: head.count >= configuration.passHeadLimit && placed > 0)
+        }
+    }
+
+    /// A queued job as a pass reads it.
+    struct QueuedRow: Sendable {
+        var id: Int64
+        var resources: ResourceRequest
+        var priority: Int
+        var projectID: Int64
+        var partnerID: Int64
+        var kind: JobKind
+        var inputs: [String]
+        var maxRuntimeSeconds: Int64
+        var preemptible: Bool
+        var policyGeneration: Int64
+        var sharingGeneration: Int64
+    }
+
+    static let queuedColumns = """
+        j.id, j.cpu_millis, j.memory_bytes, j.gpus, j.gpu_model, j.gpu_memory_bytes, j.priority, j.project_id, j.partner_id, j.kind, j.inputs,
+        j.max_runtime_seconds, j.preemptible, (select generation from policy_state), (select generation from sharing_state)
+        """
+
+    /// The head of every project's queue: each project's first jobs (priority, then submission), the bounded head
+    /// divided among the projects that have queued jobs (at least 16 each). Projects are found by a loose index scan
+    /// (one index probe per project), so the cost follows the number of projects, not of queued jobs.
+    func queuedHead(on connection: PostgresConnection) async throws -> [QueuedRow] {
+        let limit = Int64(configuration.passHeadLimit)
+        return try await decodeQueued(
+            connection.query(
+                """
+                with recursive p(project_id) as (
+                    (select project_id from jobs where state = 'queued' order by project_id limit 1)
+                    union all
+                    select (select j.project_id from jobs j where j.state = 'queued' and j.project_id > p.project_id order by j.project_id limit 1)
+                    from p where p.project_id is not null
+                ), n as (
+                    select greatest(16, \(limit) / greatest(1, count(*))) as per_project from p where project_id is not null
+                )
+                select \(unescaped: Self.queuedColumns)
+                from p cross join lateral (
+                    select * from jobs j where j.state = 'queued' and j.project_id = p.project_id
+                    order by j.priority desc, j.id limit (select per_project from n)
+                ) j
+                where p.project_id is not null
+                """, logger: logger))
+    }
+
+    func queuedJobs(_ ids: [Int64], on connection: PostgresConnection) async throws -> [QueuedRow] {
+        try await decodeQueued(
+            connection.query("select \(unescaped: Self.queuedColumns) from jobs j where j.id = any(\(ids)::bigint[]) and j.state = 'queued'", logger: logger))
+    }
+
+    private func decodeQueued(_ rows: PostgresRowSequence) async throws -> [QueuedRow] {
+        var result: [QueuedRow] = []
+        for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing) in rows.decode(
+            (Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64).self)
+        {
+            result.append(
+                QueuedRow(
+                    id: id,
+                    resources: ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
+                    priority: Int(priority), projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs,
+                    maxRuntimeSeconds: runtime, preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing))
+        }
+        return result
+    }
+
+    /// What active attempts hold, per host, partner, project and guest flag.
+    struct Holding: Sendable {
+        var hostID: Int64
+        var partnerID: Int64?
+        var projectID: Int64?
+        var guest: Bool
+        var cpuMillis: Int
+        var memoryBytes: Int64
+        var gpuIndices: [Int]
+    }
+
+    func activeHoldings(on connection: PostgresConnection) async throws -> [Holding] {
+        try await connection.query(
+            """
+            select host_id, partner_id, project_id, guest, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint,
+                   string_agg(array_to_string(gpu_indices, ','), ',')
+            from attempts where state in ('assigned', 'running') group by host_id, partner_id, project_id, guest
+            """, logger: logger
+        ).decode((Int64, Int64?, Int64?, Bool, Int64, Int64, String?).self).collect().map { host, partner, project, guest, cpu, memory, gpus in
+            Holding(
+                hostID: host, partnerID: partner, projectID: project, guest: guest, cpuMillis: Int(cpu), memoryBytes: memory,
+                gpuIndices: Self.indices(gpus ?? ""))
         }
     }
 
     /// What the active attempts of each host hold.
     func activeUsage(on connection: PostgresConnection) async throws -> [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] {
+        Self.usageByHost(try await activeHoldings(on: connection))
+    }
+
+    static func usageByHost(_ holdings: [Holding]) -> [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] {
         var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
-        for try await (host, cpu, memory, gpus) in try await connection.query(
-            """
-            select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
-            from attempts where state in ('assigned', 'running') group by host_id
-            """, logger: logger
-        ).decode((Int64, Int64, Int64, String?).self) {
-            used[host] = (Int(cpu), memory, Set(Self.indices(gpus ?? "")))
+        for holding in holdings {
+            var entry = used[holding.hostID] ?? (0, 0, [])
+            entry.cpu += holding.cpuMillis
+            entry.memory += holding.memoryBytes
+            entry.gpus.formUnion(holding.gpuIndices)
+            used[holding.hostID] = entry
         }
         return used
     }
 
-    /// Active hosts with a fresh heartbeat, with what their active attempts leave free, and the facts the rules read
-    /// of them: `hostFacts[host.policyKey]` describes every host with that key.
-    func availableHosts(_ context: PolicyContext, on connection: PostgresConnection) async throws -> (hosts: [HostAvailability], hostFacts: [HostFacts]) {
-        let used = try await activeUsage(on: connection)
-        var hosts: [HostAvailability] = []
+    /// The pool a pass places on: active hosts with a fresh heartbeat and what is free on them, the facts the rules
+    /// read of them (`hostFacts[host.policyKey]` describes every host with that key), the pools' sizes, and what
+    /// every attempt holds.
+    struct Pool: Sendable {
+        var hosts: [HostAvailability]
+        var hostFacts: [HostFacts]
+        /// Per host key of `hosts`: the same host's facts.
+        var factsByHost: [Int64: HostFacts]
+        var capacity: ShareVector
+        /// Per partner: what its available hosts offer.
+        var partnerCapacity: [Int64: ShareVector]
+        var holdings: [Holding]
+        var hostGPUs: [Int64: [GPU]]
+        var hostRegion: [Int64: String]
+        var hostPartner: [Int64: Int64]
+
+        /// What CPUs, memory and the GPUs `gpuIndices` of a host count for (a GPU the pool does not know weighs 1).
+        func weighted(_ request: ResourceRequest, gpuIndices: [Int], on host: Int64, weights: GPUWeights) -> ShareVector {
+            let gpus = hostGPUs[host] ?? []
+            let weighted = gpuIndices.reduce(0.0) { total, index in total + (gpus.first { $0.index == index }.map { weights.weight(of: $0.model) } ?? 1) }
+            return ShareVector(cpuMillis: request.cpuMillis, memoryBytes: request.memoryBytes, weightedGPUs: weighted)
+        }
+    }
+
+    func availableHosts(_ context: PolicyContext, sharing: SharingContext, on connection: PostgresConnection) async throws -> Pool {
+        let holdings = try await activeHoldings(on: connection)
+        let used = Self.usageByHost(holdings)
+        var pool = Pool(hosts: [], hostFacts: [], factsByHost: [:], capacity: .zero, partnerCapacity: [:], holdings: holdings, hostGPUs: [:], hostRegion: [:], hostPartner: [:])
         var keys: [PolicyHostKey: Int] = [:]
-        var facts: [HostFacts] = []
         var labelCache: [String: [String: String]] = [:]
         for try await (id, cpu, memory, gpusText, partner, region, labelsText, name) in try await connection.query(
             """
@@ -113,16 +260,24 @@ extension Store {
             if let known = keys[host.policyKey] {
                 key = known
             } else {
-                key = facts.count
+                key = pool.hostFacts.count
                 keys[host.policyKey] = key
-                facts.append(host)
+                pool.hostFacts.append(host)
             }
-            hosts.append(
+            pool.factsByHost[id] = host
+            pool.hostGPUs[id] = gpus
+            pool.hostRegion[id] = region
+            pool.hostPartner[id] = partner
+            let capacity = ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: sharing.weights.weighted(gpus))
+            pool.capacity += capacity
+            pool.partnerCapacity[partner, default: .zero] += capacity
+            pool.hosts.append(
                 HostAvailability(
                     id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
-                    freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count, partnerID: partner, policyKey: key))
+                    freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count, partnerID: partner, policyKey: key,
+                    region: region))
         }
-        return (hosts, facts)
+        return pool
     }
 
     /// Writes placements in one statement: it locks only the jobs being placed (not the whole head: row locks are
@@ -131,36 +286,44 @@ extension Store {
     /// of hosts.
     ///
     /// - Returns: how many placements were written.
-    func write(_ placements: [Placement], policyVersion: String, on connection: PostgresConnection) async throws -> Int {
-        let jobs = placements.map(\.jobID)
-        let hosts = placements.map(\.hostID)
-        let gpus = placements.map { "{" + $0.gpuIndices.map(String.init).joined(separator: ",") + "}" }
+    func write(_ placements: [SharingRound.Placed], policyVersion: String, on connection: PostgresConnection) async throws -> Int {
+        let jobs = placements.map(\.placement.jobID)
+        let hosts = placements.map(\.placement.hostID)
+        let gpus = placements.map { "{" + $0.placement.gpuIndices.map(String.init).joined(separator: ",") + "}" }
+        let guests = placements.map(\.guest)
+        let borrowed = placements.map(\.borrowed)
         let rows = try await connection.query(
             """
             with p as (
-                select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[]) as p(job_id, host_id, gpus)
+                select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[], \(guests)::boolean[], \(borrowed)::boolean[])
+                    as p(job_id, host_id, gpus, guest, borrowed)
             ), locked as (
-                select id, attempts, cpu_millis, memory_bytes from jobs
+                select id, attempts, cpu_millis, memory_bytes, partner_id, project_id from jobs
                 where id = any(\(jobs)::bigint[]) and state = 'queued' for no key update
             ), a as (
-                insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version)
+                insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
+                                      partner_id, project_id, guest, borrowed)
                 select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
-                       now() + make_interval(secs => \(Double(configuration.leaseSeconds))), \(policyVersion)
+                       now() + make_interval(secs => \(Double(configuration.leaseSeconds))), \(policyVersion), j.partner_id, j.project_id,
+                       p.guest, p.borrowed
                 from p join locked j on j.id = p.job_id
-                returning id, job_id, host_id, number
+                returning id, job_id, host_id, number, borrowed
+            ), reserved as (
+                delete from reservations where job_id in (select job_id from a)
             ), u as (
                 update jobs j set state = 'assigned', current_attempt = a.id, attempts = a.number
                 from a where j.id = a.job_id
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
                 select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
+                       || case when a.borrowed then '; borrowed capacity beyond its partner''s share: preemptible' else '' end
                 from a join hosts h on h.id = a.host_id
             ), placed as (
                 select a.*, p.gpus, \(policyVersion)::text as policy from a join p on p.job_id = a.job_id
             ), audited as (
                 \(unescaped: Self.auditRows(
                     kind: "'placed'", actor: "'scheduler'",
-                    body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
+                    body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' when x.borrowed then 'borrowed' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
                     policy: "x.policy",
                     from: "placed"))
             ), woken as (

@@ -63,6 +63,14 @@ package struct Store: Sendable {
         package var logLimitBytes: Int64 = 8 << 20
         /// How many queued jobs one scheduling pass examines (the bounded head of the queue).
         package var passHeadLimit: Int = 2_000
+        /// Contribution and usage lose half their weight in this long (fair sharing's memory).
+        package var shareHalfLifeSeconds: Double = 7 * 86_400
+        /// How often contribution and usage are accounted.
+        package var accountingIntervalSeconds: Int = 30
+        /// A job preempted by a reclaim is not preempted again within this window (no ping-pong).
+        package var preemptionCooldownSeconds: Int = 900
+        /// Reclaims a pass may plan (each preempts the fewest guests needed for one waiting job).
+        package var reclaimsPerPass: Int = 4
 
         package init() {}
     }
@@ -74,6 +82,8 @@ package struct Store: Sendable {
     let gpuCache = GPUCache()
     /// The rules as last loaded (see ``policyContext(on:)``).
     let policyCache = PolicyCache()
+    /// Fair sharing's inputs as last loaded (see ``sharingContext(on:knownGeneration:)``).
+    let sharingCache = SharingCache()
 
     package init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger) {
         self.client = client

@@ -92,6 +92,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "How often the audit ledger's head is signed when it moved.")
     var checkpointInterval: String = "5m"
 
+    @Option(help: "Fair sharing's memory: contribution and usage lose half their weight in this long. Every replica needs the same value.")
+    var shareHalfLife: String = "7d"
+
+    @Option(help: "How often contribution and usage are accounted for fair sharing.")
+    var accountingInterval: String = "30s"
+
+    @Option(help: "A job preempted by a reclaim is not preempted again within this window.")
+    var preemptionCooldown: String = "15m"
+
     mutating func validate() throws {
         guard listen.split(separator: ":").count == 2, Int(listen.split(separator: ":")[1]) != nil else {
             throw ValidationError("--listen: expected HOST:PORT such as 127.0.0.1:8700, got \(listen)")
@@ -101,6 +110,10 @@ struct Serve: AsyncParsableCommand {
         }
         guard Quantity.seconds(heartbeat)! * 3 <= Quantity.seconds(lease)! else {
             throw ValidationError("--heartbeat: expected at most a third of --lease (\(lease)), so that a lease renewed at half-time survives a missed heartbeat; got \(heartbeat)")
+        }
+        for (name, value) in [("--share-half-life", shareHalfLife), ("--accounting-interval", accountingInterval), ("--preemption-cooldown", preemptionCooldown)]
+        where Quantity.seconds(value) == nil {
+            throw ValidationError("\(name): expected a duration such as 30s, 15m or 7d, got \(value)")
         }
         guard Quantity.seconds(checkpointInterval) != nil else {
             throw ValidationError("--checkpoint-interval: expected a duration such as 5m, got \(checkpointInterval)")
@@ -131,6 +144,9 @@ struct Serve: AsyncParsableCommand {
         configuration.store.heartbeatSeconds = Int(Quantity.seconds(heartbeat)!)
         configuration.store.hostTimeoutSeconds = Int(Quantity.seconds(hostTimeout)!)
         configuration.store.logLimitBytes = Quantity.bytes(logLimit)!
+        configuration.store.shareHalfLifeSeconds = Double(Quantity.seconds(shareHalfLife)!)
+        configuration.store.accountingIntervalSeconds = Int(Quantity.seconds(accountingInterval)!)
+        configuration.store.preemptionCooldownSeconds = Int(Quantity.seconds(preemptionCooldown)!)
 
         let (url, embedded) = try await database.database(logger: logger)
         

@@ -28,6 +28,12 @@ public struct Reason: Sendable, Hashable, Codable {
         case cpu = "CPU"
         case memory = "MEMORY"
         case busy = "BUSY"
+        // Fair sharing (docs/sharing.md).
+        case quota = "QUOTA"
+        case borrowLimit = "BORROW_LIMIT"
+        case lendLimit = "LEND_LIMIT"
+        case serviceGuest = "SERVICE_GUEST"
+        case reserved = "RESERVED"
         // What admitted a host (explanations of placed jobs).
         case residencyOK = "RESIDENCY_OK"
         case exportOK = "EXPORT_OK"
@@ -56,6 +62,8 @@ public struct Reason: Sendable, Hashable, Codable {
         case capacity
         /// A rule that admitted the host.
         case admitted
+        /// Quotas, borrowing and lending limits, reservations: the job waits; nothing running is stopped.
+        case sharing
     }
 
     public var code: Code
@@ -94,7 +102,7 @@ public struct Reason: Sendable, Hashable, Codable {
     public var stopsAtOnce: Bool {
         switch category {
         case .job, .data, .federation, .evaluation: true
-        case .policy, .donor, .host, .capacity, .admitted: false
+        case .policy, .donor, .host, .capacity, .admitted, .sharing: false
         }
     }
 }

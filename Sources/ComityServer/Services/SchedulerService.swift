@@ -42,18 +42,25 @@ struct SchedulerService: Service {
 }
 
 /// Expires attempts whose agents stopped renewing their leases, and marks silent hosts down.
+/// Also accounts contribution and usage for fair sharing every `accountingInterval`.
 struct ReaperService: Service {
     let store: Store
     let interval: Duration
     let logger: Logger
+    var accountingInterval: Duration = .seconds(30)
 
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
+            var lastAccounting = ContinuousClock.now - accountingInterval
             while !Task.isCancelled {
                 do {
                     try await store.reap()
                     try await store.preemptDue()
                     try await store.enforceAnnouncedRules()
+                    if ContinuousClock.now - lastAccounting >= accountingInterval {
+                        lastAccounting = ContinuousClock.now
+                        try await store.accountSharing()
+                    }
                 } catch where !Task.isCancelled {
                     logger.error("reaper failed", metadata: ["error": "\(String(reflecting: error))"])
                 }

@@ -1,0 +1,115 @@
+import ComityCore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Reclaim: taking capacity back from borrowers for jobs that are owed it.
+extension Store {
+    /// Plans reclaims for jobs a pass could not place, in the order the pass considered them, at most
+    /// `reclaimsPerPass`:
+    ///
+    /// - an owner's job may preempt guests on the owner's own hosts;
+    /// - a job whose partner holds less than its entitlement may preempt guests of other partners anywhere it may
+    ///   legally run.
+    ///
+    /// Either way only hosts the rules admit the job on are considered (never preempt for capacity it could not use),
+    /// and only borrowers' reclaimable guests (see ``Reclaim``) are victims. Victims are told to stop after the
+    /// donor's grace (the reaper's ``preemptDue()`` stops them); the freed host is reserved for the job until it is
+    /// placed there.
+    func planReclaims(
+        _ unplaced: [PendingJob], round: SharingRound, context: PolicyContext, memo: inout EligibilityMemo, reserved: Set<Int64>,
+        on connection: PostgresConnection
+    ) async throws {
+        let guests = try await reclaimableGuests(round: round, on: connection)
+        guard !guests.isEmpty else { return }
+        let now = Date()
+        var standings = round.partnerStandings
+        var taken: Set<Int64> = []
+        var busyHosts = round.reservedHosts
+        var plans = 0
+        for job in unplaced.prefix(64) where !reserved.contains(job.id) {
+            guard plans < configuration.reclaimsPerPass else { break }
+            let owed = (standings[job.partnerID]?.heldRatio(capacity: round.pool.capacity) ?? 0) < 1 - 1e-9
+                && (round.sharing.entitlements[job.partnerID].map { $0.gpu + $0.cpu + $0.memory > 0 } ?? false)
+            let hosts = round.hosts.filter { host in
+                !busyHosts.contains(host.id) && (host.partnerID == job.partnerID || owed) && memo.eligible(job.policyClass, host.policyKey)
+                    && round.admission.admitsRegion(job, on: host)
+            }
+            let candidates = guests.filter { guest in
+                !taken.contains(guest.attemptID) && guest.partnerID != job.partnerID
+                    && (round.pool.hostPartner[guest.hostID] == job.partnerID || owed)
+            }
+            guard !hosts.isEmpty, !candidates.isEmpty,
+                let plan = Reclaim.plan(for: job.resources, on: hosts, guests: candidates, standings: standings, capacity: round.pool.capacity)
+            else { continue }
+            plans += 1
+            busyHosts.insert(plan.hostID)
+            for victim in plan.victims {
+                taken.insert(victim.attemptID)
+                standings[victim.partnerID]?.allocated -= victim.holding
+            }
+            let own = round.pool.hostPartner[plan.hostID] == job.partnerID
+            let host = round.pool.factsByHost[plan.hostID]
+            let grace = host.map { donorGrace(context.snapshot, host: $0, at: now) } ?? DonorPolicy.defaultGraceSeconds
+            let why = own ? "its owner's job \(job.id) needs the host" : "job \(job.id) of a partner below its share needs the capacity"
+            let reason = "reclaimed: \(why)"
+            let victims = plan.victims.map(\.attemptID)
+            try await connection.query(
+                """
+                with a as (
+                    update attempts set stop_after = now() + make_interval(secs => \(Double(grace))), stop_reason = \(reason)
+                    where id = any(\(victims)::bigint[]) and stop_after is null and state in ('assigned', 'running')
+                    returning id, job_id
+                ), victim_events as (
+                    insert into job_events (job_id, attempt_id, kind, message)
+                    select job_id, id, 'preemption-scheduled', \(reason + "; preempted in \(ActivePolicies.duration(TimeInterval(grace))) (donor grace)") from a
+                ), reserved as (
+                    insert into reservations (job_id, host_id, expires_at)
+                    values (\(job.id), \(plan.hostID), now() + make_interval(secs => \(Double(grace + 2 * Int64(configuration.leaseSeconds) + 60))))
+                    on conflict (job_id) do nothing
+                )
+                insert into job_events (job_id, kind, message)
+                select \(job.id), 'reclaim', 'reclaiming ' || \(host?.name ?? "#\(plan.hostID)") || ': preempting job(s) '
+                       || string_agg(job_id::text, ', ' order by job_id) || ' after the donor''s grace (' || \(ActivePolicies.duration(TimeInterval(grace))) || ')'
+                from a having count(*) > 0
+                """, logger: logger)
+            logger.info(
+                "reclaim planned",
+                metadata: ["job.id": "\(job.id)", "host.id": "\(plan.hostID)", "victims": "\(victims)", "grace": "\(grace)", "owner": "\(own)"])
+        }
+    }
+
+    /// Running guests that a reclaim may preempt: preemptible jobs, not preempted within the cool-down, not already
+    /// being stopped, not on capacity lent as non-reclaimable.
+    func reclaimableGuests(round: SharingRound, on connection: PostgresConnection) async throws -> [RunningGuest] {
+        var guests: [RunningGuest] = []
+        for try await (attempt, job, host, partner, priority, assigned, cpu, memory, indices) in try await connection.query(
+            """
+            select a.id, a.job_id, a.host_id, a.partner_id, j.priority, extract(epoch from a.assigned_at)::float8, a.cpu_millis, a.memory_bytes, a.gpu_indices
+            from attempts a join jobs j on j.id = a.job_id
+            where a.state in ('assigned', 'running') and a.guest and a.stop_after is null and j.preemptible
+              and (j.last_preempted_at is null or j.last_preempted_at < now() - make_interval(secs => \(Double(configuration.preemptionCooldownSeconds))))
+            """, logger: logger
+        ).decode((Int64, Int64, Int64, Int64, Int32, Double, Int32, Int64, [Int32]).self) {
+            guard let donor = round.pool.hostPartner[host], round.sharing.partners[donor]?.lendsNonReclaimable != true else { continue }
+            let gpuIndices = indices.map(Int.init)
+            let gpus = (round.pool.hostGPUs[host] ?? []).filter { gpuIndices.contains($0.index) }
+            guests.append(
+                RunningGuest(
+                    attemptID: attempt, jobID: job, hostID: host, partnerID: partner, priority: Int(priority), startedAt: assigned, cpuMillis: Int(cpu),
+                    memoryBytes: memory, gpus: gpus,
+                    holding: round.pool.weighted(
+                        ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory), gpuIndices: gpuIndices, on: host, weights: round.sharing.weights),
+                    reclaimable: true))
+        }
+        return guests
+    }
+}
+
+extension SharingRound.Admission {
+    /// Whether the job's regional quotas leave room for it in the host's region.
+    func admitsRegion(_ job: PendingJob, on host: HostAvailability) -> Bool {
+        !quotas.hasRegional
+            || quotas.exceeded(partnerID: job.partnerID, projectID: job.projectID, region: host.region, SharingRound.usage(job.resources)) == nil
+    }
+}
