@@ -83,6 +83,11 @@ public struct ShareStanding: Sendable, Hashable {
         return worst
     }
 
+    /// Whether it holds at least its entitlement (dominant pool): true for a partner entitled to nothing.
+    public func holdsEntitlement(capacity: ShareVector) -> Bool {
+        ResourceKind.allCases.allSatisfy { entitled[$0] <= Self.epsilon } || heldRatio(capacity: capacity) >= 1 - 1e-9
+    }
+
     /// Slurm's form of the same standing: 2^-ratio; 1 with nothing used, 0.5 at the entitlement, towards 0 above.
     public func factor(capacity: ShareVector) -> Double { exp2(-ratio(capacity: capacity)) }
 }

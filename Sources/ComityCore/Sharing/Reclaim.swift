@@ -84,7 +84,7 @@ public enum Reclaim {
             guard var standing = standings[guest.partnerID] else { continue }
             standing.allocated -= guest.holding
             // The borrower must stay at or above its entitlement once this guest is gone.
-            guard standing.heldRatio(capacity: capacity) >= 1 - 1e-9 else { continue }
+            guard standing.holdsEntitlement(capacity: capacity) else { continue }
             standings[guest.partnerID] = standing
             chosen.append(guest)
             fits = Placer.fit(request, on: freed(host, by: chosen)) != nil
