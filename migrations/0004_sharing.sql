@@ -30,7 +30,7 @@ end $$;
 -- How much one GPU of a model counts for (an H100-hour is not an L4-hour): the longest pattern contained in the
 -- model name, case-insensitively; 1 when none matches.
 create table gpu_weights (
-    pattern     text primary key check (length(pattern) between 1 and 100),
+    pattern     text primary key check (length(pattern) between 1 and 100 and pattern = lower(pattern)),
     weight      double precision not null check (weight > 0 and weight <= 1000),
     updated_at  timestamptz not null default now()
 );

@@ -342,9 +342,11 @@ extension Store {
             .map { GPUWeight(pattern: $0.0, weight: $0.1) }
     }
 
-    /// Sets (or, with `nil`, removes) the weight of GPUs whose model contains `pattern` (admins only).
+    /// Sets (or, with `nil`, removes) the weight of GPUs whose model contains `pattern`, case-insensitively (admins
+    /// only; patterns are kept lower-cased).
     package func setGPUWeight(_ pattern: String, weight: Double?, by principal: Principal) async throws {
         guard principal.role == .admin else { throw StoreError(.forbidden, "only admins set GPU weights") }
+        let pattern = pattern.lowercased()
         guard !pattern.isEmpty, pattern.count <= 100 else { throw StoreError(.invalid, "expected 1 to 100 characters of a GPU model", field: "pattern") }
         if let weight, !(weight > 0 && weight <= 1000) {
             throw StoreError(.invalid, "expected a weight above 0 and at most 1000 (a plain GPU weighs 1), got \(weight)", field: "weight")

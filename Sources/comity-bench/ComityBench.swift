@@ -8,7 +8,7 @@ struct ComityBench: AsyncParsableCommand {
         commandName: "comity-bench",
         abstract: "Benchmark driver for Comity (run by ops/bench).",
         subcommands: [
-            RunCommand.self, LifecycleCommand.self, DispatchCommand.self, ScaleCommand.self, AgentMemoryCommand.self, RulesCommand.self, AuditVerifyCommand.self,
+            RunCommand.self, LifecycleCommand.self, DispatchCommand.self, ScaleCommand.self, SharingScaleCommand.self, AgentMemoryCommand.self, RulesCommand.self, AuditVerifyCommand.self,
             ReportCommand.self,
         ]
     )

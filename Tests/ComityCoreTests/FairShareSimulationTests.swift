@@ -141,7 +141,9 @@ struct FairShareSimulation {
                     allocated: allocated[partner] ?? .zero)
                 partners[partner] = standing
                 // One project per partner, entitled to all of the partner's share.
-                projects[partner] = ShareStanding(entitled: ShareVector(gpu: 1, cpu: 1, memory: 1), usedShare: ShareVector(gpu: 1, cpu: 1, memory: 1), allocated: standing.allocated)
+                projects[partner] = ShareStanding(
+                    entitled: ShareVector(gpu: 1, cpu: 1, memory: 1), usedShare: ShareVector(gpu: 1, cpu: 1, memory: 1), allocated: standing.allocated
+                )
             }
 
             // One pass: the fair-share order, each job to the best host, until nothing fits.
@@ -158,7 +160,9 @@ struct FairShareSimulation {
             var queue = FairShareQueue(jobs: waiting, partners: partners, projects: projects, capacity: capacity)
             var session = Placer.Session(hosts)
             var started: Set<Int64> = []
-            while let index = queue.next() {
+            var freeGPUs = hosts.reduce(0) { $0 + $1.freeGPUs.count }
+            // Once every GPU is taken nothing else fits (every job needs one): the rest of the queue is skipped.
+            while freeGPUs > 0, let index = queue.next() {
                 let pending = waiting[index]
                 guard let placement = session.place(pending, admits: { _ in true }) else {
                     queue.record(index, holding: nil)
@@ -167,8 +171,11 @@ struct FairShareSimulation {
                 queue.record(index, holding: holding)
                 let job = byID[pending.id]!
                 let hostIndex = hosts.firstIndex { $0.id == placement.hostID }!
-                running.append(Running(partner: job.partner, hostIndex: hostIndex, gpuIndex: placement.gpuIndices[0], holding: holding, ends: minute + job.runtime))
+                running.append(
+                    Running(
+                        partner: job.partner, hostIndex: hostIndex, gpuIndex: placement.gpuIndices[0], holding: holding, ends: minute + job.runtime))
                 started.insert(job.id)
+                freeGPUs -= 1
                 placed += 1
             }
             hosts = session.hosts
@@ -219,7 +226,10 @@ struct FairShareSimulationTests {
         grants: [Grant(partnerID: 4, kind: .gpu, fraction: 0.1)])
 
     /// How far a partner's measured share of GPU-hours, over the second half of the run, may stray from its
-    /// entitlement: 3 percentage points of the pool.
+    /// entitlement: 3 percentage points of the pool. Measured (seeds 42, 7, 2024): partner 1 −1.9 to −2.1, partner 2
+    /// −0.2 to −1.1, partner 3 +1.4, partner 4 +0.6 to +1.6. Without preemption a partner whose job ends is compared
+    /// with one GPU less, so a small partner keeps the next whole GPU above its entitlement (partner 3 holds 2 of its
+    /// 1.8 throughout); the bias shrinks with the pool (within 0.7 points at 4 times this size).
     static let tolerance = 0.03
 
     @Test("with every partner busy, GPU-hours converge to entitlements", arguments: [42, 7, 2024] as [UInt64])
@@ -252,15 +262,14 @@ struct FairShareSimulationTests {
     func grantHonoured() {
         let result = FairShareSimulation.run(Self.pool)
         #expect(abs(result.measured[4]! - 0.1) <= Self.tolerance, "\(result)")
-        // And it gets it all along, not only on average: never shut out for a whole half-life once running.
+        // And all along, not only on average: it holds at least one GPU at every minute of the second half.
         let late = result.held.suffix(result.held.count / 2)
         #expect(late.allSatisfy { ($0[4] ?? 0) >= 1 }, "\(result)")
     }
 
     @Test(
-        "the partner without hardware gets its grant when CPU and memory are counted too",
-        .disabled("bug: a GPU grant gives no CPU or memory entitlement; ShareStanding.ratio then ranks the grantee's every job last (CPU share over a 1e-9 entitlement)")
-    )
+        "the partner without hardware gets its grant when CPU and memory are counted too"
+        )
     func grantHonouredCountingCPU() {
         var configuration = Self.pool
         configuration.countsCPUAndMemory = true

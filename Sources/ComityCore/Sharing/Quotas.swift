@@ -88,8 +88,8 @@ public struct QuotaBook: Sendable {
         return result
     }
 
-    /// The first quota (partner before project; everywhere before the region) that `request` would exceed if placed
-    /// in `region` (`nil`: check only the quotas that apply everywhere).
+    /// The first quota (partner before project) that `request` would exceed: with `region` `nil`, among the quotas
+    /// that apply everywhere; with a region, among those limited to that region (the caller checks both).
     public func exceeded(partnerID: Int64, projectID: Int64, region: String?, _ request: QuotaUsage) -> (quota: Quota, holding: QuotaUsage, resource: String)? {
         guard !quotas.isEmpty else { return nil }
         for subject in subjects(partnerID: partnerID, projectID: projectID, region: region) {
@@ -108,7 +108,7 @@ public struct QuotaBook: Sendable {
         hasRegional && quotas.keys.contains { $0.region != nil && (($0.scope == .partner && $0.id == partnerID) || ($0.scope == .project && $0.id == projectID)) }
     }
 
-    /// The stable reason text: `QUOTA(project ml-lab: gpus 8/8)`.
+    /// The reason's detail: `project ml-lab: gpus 8/8 held`.
     public static func describe(_ quota: Quota, holding: QuotaUsage, resource: String) -> String {
         let (held, limit): (String, String) =
             switch resource {

@@ -72,13 +72,16 @@ public enum ResourceKind: String, Sendable, Hashable, Codable, CaseIterable {
 /// How much one GPU of a model counts for, against a plain GPU's 1 (an H100-hour is not an L4-hour). Admin data.
 ///
 /// A weight applies to every GPU whose model contains its pattern, case-insensitively; the longest matching
-/// pattern wins, and a GPU no pattern matches weighs 1.
+/// pattern wins, and a GPU no pattern matches weighs 1. Patterns that differ only in case are one pattern (the
+/// larger weight counts).
 public struct GPUWeights: Sendable, Hashable {
     /// (lower-cased pattern, weight), longest pattern first.
     private let patterns: [(String, Double)]
 
     public init(_ weights: [String: Double] = [:]) {
-        patterns = weights.map { ($0.key.lowercased(), $0.value) }.sorted { ($0.0.count, $0.0) > ($1.0.count, $1.0) }
+        var lowered: [String: Double] = [:]
+        for (pattern, weight) in weights { lowered[pattern.lowercased()] = max(lowered[pattern.lowercased()] ?? 0, weight) }
+        patterns = lowered.map { ($0.key, $0.value) }.sorted { ($0.0.count, $0.0) > ($1.0.count, $1.0) }
     }
 
     public func weight(of model: String) -> Double {
