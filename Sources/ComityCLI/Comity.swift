@@ -19,7 +19,8 @@ package struct Comity: AsyncParsableCommand {
             SubmitCommand.self, JobsCommand.self, JobCommand.self, LogsCommand.self, CancelCommand.self,
             HostsCommand.self, JurisdictionsCommand.self, RegionsCommand.self, PartnersCommand.self,
             ProjectsCommand.self, TokensCommand.self, WhoAmICommand.self, WhyCommand.self, ExplainCommand.self,
-            PolicyCommand.self, DatasetsCommand.self, AuditCommand.self,
+            PolicyCommand.self, DatasetsCommand.self, AuditCommand.self, SharesCommand.self, UsageCommand.self,
+            QuotasCommand.self, GrantsCommand.self,
         ]
     )
 

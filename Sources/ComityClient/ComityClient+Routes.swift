@@ -141,6 +141,42 @@ extension ComityClient {
     }
 
     public func auditCheckpoint() async throws -> AuditCheckpointView { try await send(.GET, "/v1/audit/checkpoint") }
+
+    // MARK: Sharing
+
+    public func shares() async throws -> SharesReport { try await send(.GET, "/v1/shares") }
+
+    /// Resource-hours used and contributed; `since` is an ISO 8601 time or a duration back from now (`7d`).
+    public func usage(by grouping: UsageReport.Grouping? = nil, partner: String? = nil, since: String? = nil) async throws -> UsageReport {
+        try await send(.GET, "/v1/usage", query: ["by": grouping?.rawValue, "partner": partner, "since": since])
+    }
+
+    public func grants(includeRevoked: Bool = false) async throws -> [GrantView] {
+        try await send(.GET, "/v1/grants", query: ["all": includeRevoked ? "true" : nil])
+    }
+
+    public func addGrant(_ request: GrantRequest) async throws -> GrantView { try await send(.POST, "/v1/grants", body: request) }
+
+    /// Revokes an active grant; a missing or already revoked one is a 404 ``ClientError``.
+    public func revokeGrant(_ id: Int64) async throws { _ = try await raw(.DELETE, "/v1/grants/\(id)", body: nil) }
+
+    public func quotas() async throws -> [QuotaView] { try await send(.GET, "/v1/quotas") }
+
+    public func setQuota(_ request: QuotaRequest) async throws -> QuotaView { try await send(.PUT, "/v1/quotas", body: request) }
+
+    public func removeQuota(_ id: Int64) async throws { _ = try await raw(.DELETE, "/v1/quotas/\(id)", body: nil) }
+
+    public func setLending(partner: String, _ request: LendingRequest) async throws -> LendingRequest {
+        try await send(.PUT, "/v1/partners/\(partner.urlPathEscaped)/lending", body: request)
+    }
+
+    public func gpuWeights() async throws -> [GPUWeight] { try await send(.GET, "/v1/gpu-weights") }
+
+    public func setGPUWeight(_ pattern: String, weight: Double) async throws -> GPUWeight {
+        try await send(.PUT, "/v1/gpu-weights/\(pattern.urlPathEscaped)", body: ["weight": weight])
+    }
+
+    public func removeGPUWeight(_ pattern: String) async throws { _ = try await raw(.DELETE, "/v1/gpu-weights/\(pattern.urlPathEscaped)", body: nil) }
 }
 
 extension String {

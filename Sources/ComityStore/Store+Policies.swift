@@ -14,6 +14,9 @@ package struct PolicyContext: Sendable {
     package var regionJurisdiction: [String: String]
     /// Each stored version's document as applied (for history and diffs).
     package var documents: [PolicyKey: [Int: JSONValue]]
+    /// For deciding only: each project the rules never name maps to the first project with the same partner, purpose
+    /// and commercial flag (the rules cannot tell them apart), so a pass evaluates one class for all of them.
+    var decisionProject: [String: String] = [:]
 
     package func active(at time: Date = Date()) -> ActivePolicies { snapshot.active(at: time) }
 }
@@ -76,11 +79,13 @@ extension Store {
             facts.partners[name] = PartnerFacts(commercial: commercial)
         }
         var projectNames: [Int64: String] = [:]
+        var projectKeys: [(name: String, partner: Int64, purpose: String?, commercial: Bool)] = []
         for try await (id, name, partner, purpose, commercial) in try await connection.query(
-            "select id, name, partner_id, purpose, commercial from projects", logger: logger
+            "select id, name, partner_id, purpose, commercial from projects order by id", logger: logger
         ).decode((Int64, String, Int64, String?, Bool).self) {
             projectNames[id] = name
             facts.projects[name] = ProjectFacts(partner: partnerNames[partner] ?? "#\(partner)", purpose: purpose, commercial: commercial)
+            projectKeys.append((name, partner, purpose, commercial))
         }
         var regions: [String: String] = [:]
         for try await (name, jurisdiction) in try await connection.query("select name, jurisdiction from regions", logger: logger)
@@ -104,9 +109,33 @@ extension Store {
                 logger.error("stored rule cannot be read; it is ignored (fail closed)", metadata: ["rule": "\(kind)/\(name)@v\(version)", "error": "\(failure)"])
             }
         }
-        return PolicyContext(
+        var context = PolicyContext(
             generation: generation, snapshot: PolicySnapshot(facts: facts, versions: versions), partnerNames: partnerNames,
             projectNames: projectNames, regionJurisdiction: regions, documents: documents)
+        // Any project named anywhere in any version (a `projects:` list of a dataset's use, a donor or federation
+        // rule) keeps its own class; the others share one per (partner, purpose, commercial).
+        var named: Set<String> = []
+        func collect(_ value: JSONValue) {
+            switch value {
+            case .object(let object):
+                for (key, child) in object {
+                    if key == "projects", case .array(let items) = child {
+                        for case .string(let project) in items { named.insert(project) }
+                    }
+                    collect(child)
+                }
+            case .array(let items): items.forEach(collect)
+            default: break
+            }
+        }
+        documents.values.forEach { $0.values.forEach(collect) }
+        var representatives: [String: String] = [:]
+        for project in projectKeys where !named.contains(project.name) {
+            let key = "\(project.partner)\u{1}\(project.purpose ?? "")\u{1}\(project.commercial)"
+            context.decisionProject[project.name] = representatives[key] ?? project.name
+            if representatives[key] == nil { representatives[key] = project.name }
+        }
+        return context
     }
 
     // MARK: Hosts as the rules see them

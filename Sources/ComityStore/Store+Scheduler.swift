@@ -25,80 +25,134 @@ extension Store {
     /// reclaims (see ``planReclaims(_:on:)``).
     package func schedulingPass() async throws -> PassResult {
         try await transaction { connection in
-            try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
-            let reservations = try await connection.query(
-                """
-                with gone as (
-                    delete from reservations r
-                    where r.expires_at < now() or not exists (select 1 from jobs j where j.id = r.job_id and j.state = 'queued')
-                    returning job_id
-                )
-                select job_id, host_id from reservations where job_id not in (select job_id from gone)
-                """, logger: logger
-            ).decode((Int64, Int64).self).collect()
-            var head = try await queuedHead(on: connection)
-            let reservedHost = Dictionary(reservations.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
-            if !reservedHost.isEmpty {
-                let inHead = Set(head.map(\.id))
-                let missing = reservedHost.keys.filter { !inHead.contains($0) }
-                if !missing.isEmpty { head += try await queuedJobs(missing, on: connection) }
-            }
-            guard let first = head.first else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
-            let context = try await policyContext(on: connection, knownGeneration: first.policyGeneration)
-            let sharing = try await sharingContext(on: connection, knownGeneration: first.sharingGeneration)
-            var pending: [PendingJob] = []
-            pending.reserveCapacity(head.count)
-            var preemptible: [Int64: Bool] = [:]
-            // Jobs alike for the rules share a class, evaluated once per kind of host.
-            var classes: [JobFacts: Int] = [:]
-            var classFacts: [JobFacts] = []
-            for row in head {
-                let facts = JobPolicyRow(
-                    id: row.id, projectID: row.projectID, partnerID: row.partnerID, kind: row.kind, inputs: row.inputs, maxRuntimeSeconds: row.maxRuntimeSeconds
-                ).facts(context)
-                let policyClass: Int
-                if let known = classes[facts] {
-                    policyClass = known
-                } else {
-                    policyClass = classFacts.count
-                    classes[facts] = policyClass
-                    classFacts.append(facts)
-                }
-                pending.append(
-                    PendingJob(id: row.id, resources: row.resources, priority: row.priority, partnerID: row.partnerID, projectID: row.projectID, policyClass: policyClass))
-                preemptible[row.id] = row.preemptible
-            }
-            let pool = try await availableHosts(context, sharing: sharing, on: connection)
-            let now = Date()
-            let active = context.active(at: now)
-            var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: pool.hostFacts, at: now)
-            var round = SharingRound(
-                sharing: sharing, pool: pool, preemptible: preemptible, reservedHosts: Set(reservedHost.values))
-            // Reserved jobs first, each on the host reclaimed for it.
-            var placements: [SharingRound.Placed] = []
-            for job in pending where reservedHost[job.id] != nil {
-                let host = reservedHost[job.id]!
-                if let placed = round.place(job, onlyOn: host, eligible: { memo.eligible($0, $1) }) { placements.append(placed) }
-            }
-            var queue = FairShareQueue(
-                jobs: pending.filter { reservedHost[$0.id] == nil }, partners: round.partnerStandings, projects: round.projectStandings,
-                capacity: pool.capacity)
-            let ordered = pending.filter { reservedHost[$0.id] == nil }
-            var unplaced: [PendingJob] = []
-            while let index = queue.next() {
-                let job = ordered[index]
-                let placed = round.place(job, eligible: { memo.eligible($0, $1) })
-                queue.record(index, holding: placed?.holding)
-                if let placed { placements.append(placed) } else if !round.quotaBlocked(job) { unplaced.append(job) }
-            }
-            let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
-            if !unplaced.isEmpty, configuration.reclaimsPerPass > 0 {
-                try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
-            }
-            return PassResult(
-                examined: pending.count, hosts: pool.hosts.count, placed: placed,
-                headWasFull: head.count >= configuration.passHeadLimit && placed > 0)
+            var clock = PassClock(enabled: false)
+            return try await pass(on: connection, writing: true, clock: &clock)
         }
+    }
+
+    /// Where a pass spends its time: the steps of ``schedulingPass()`` timed one by one (milliseconds), in a
+    /// transaction that is rolled back, without the write (for `comity-bench scale`).
+    package func passBreakdown() async throws -> [String: Double] {
+        try await client.withConnection { connection in
+            try await connection.query("begin", logger: logger)
+            do {
+                var clock = PassClock(enabled: true)
+                _ = try await pass(on: connection, writing: false, clock: &clock)
+                try await connection.query("rollback", logger: logger)
+                return clock.parts
+            } catch {
+                _ = try? await connection.query("rollback", logger: logger)
+                throw error
+            }
+        }
+    }
+
+    /// Times the steps of a pass when enabled.
+    struct PassClock {
+        let enabled: Bool
+        var parts: [String: Double] = [:]
+        private var last = ContinuousClock.now
+
+        init(enabled: Bool) { self.enabled = enabled }
+
+        /// Records a count beside the times (not a duration).
+        mutating func count(_ part: String, _ value: Int) {
+            if enabled { parts[part] = Double(value) }
+        }
+
+        mutating func lap(_ part: String) {
+            guard enabled else { return }
+            let now = ContinuousClock.now
+            let elapsed = now - last
+            parts[part, default: 0] += Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            last = now
+        }
+    }
+
+    func pass(on connection: PostgresConnection, writing: Bool, clock: inout PassClock) async throws -> PassResult {
+        try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
+        let reservations = try await connection.query(
+            """
+            with gone as (
+                delete from reservations r
+                where r.expires_at < now() or not exists (select 1 from jobs j where j.id = r.job_id and j.state = 'queued')
+                returning job_id
+            )
+            select job_id, host_id from reservations where job_id not in (select job_id from gone)
+            """, logger: logger
+        ).decode((Int64, Int64).self).collect()
+        clock.lap("lock_and_reservations")
+        var head = try await queuedHead(on: connection)
+        let reservedHost = Dictionary(reservations.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        if !reservedHost.isEmpty {
+            let inHead = Set(head.map(\.id))
+            let missing = reservedHost.keys.filter { !inHead.contains($0) }
+            if !missing.isEmpty { head += try await queuedJobs(missing, on: connection) }
+        }
+        guard let first = head.first else { return PassResult(examined: 0, hosts: 0, placed: 0, headWasFull: false) }
+        clock.lap("head_select")
+        let context = try await policyContext(on: connection, knownGeneration: first.policyGeneration)
+        let sharing = try await sharingContext(on: connection, knownGeneration: first.sharingGeneration)
+        clock.lap("rules_and_sharing_context")
+        var pending: [PendingJob] = []
+        pending.reserveCapacity(head.count)
+        var preemptible: [Int64: Bool] = [:]
+        // Jobs alike for the rules share a class, evaluated once per kind of host.
+        var classes: [JobFacts: Int] = [:]
+        var classFacts: [JobFacts] = []
+        for row in head {
+            var facts = JobPolicyRow(
+                id: row.id, projectID: row.projectID, partnerID: row.partnerID, kind: row.kind, inputs: row.inputs, maxRuntimeSeconds: row.maxRuntimeSeconds
+            ).facts(context)
+            // Deciding only: projects the rules cannot tell apart share a class.
+            if let representative = context.decisionProject[facts.project] { facts.project = representative }
+            let policyClass: Int
+            if let known = classes[facts] {
+                policyClass = known
+            } else {
+                policyClass = classFacts.count
+                classes[facts] = policyClass
+                classFacts.append(facts)
+            }
+            pending.append(
+                PendingJob(id: row.id, resources: row.resources, priority: row.priority, partnerID: row.partnerID, projectID: row.projectID, policyClass: policyClass))
+            preemptible[row.id] = row.preemptible
+        }
+        clock.lap("job_classes")
+        let pool = try await availableHosts(context, sharing: sharing, on: connection)
+        clock.lap("usage_and_hosts")
+        let now = Date()
+        let active = context.active(at: now)
+        var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: pool.hostFacts, at: now)
+        var round = SharingRound(
+            sharing: sharing, pool: pool, preemptible: preemptible, reservedHosts: Set(reservedHost.values))
+        // Reserved jobs first, each on the host reclaimed for it.
+        var placements: [SharingRound.Placed] = []
+        for job in pending where reservedHost[job.id] != nil {
+            let host = reservedHost[job.id]!
+            if let placed = round.place(job, onlyOn: host, eligible: { memo.eligible($0, $1) }) { placements.append(placed) }
+        }
+        var queue = FairShareQueue(
+            jobs: pending.filter { reservedHost[$0.id] == nil }, partners: round.partnerStandings, projects: round.projectStandings,
+            capacity: pool.capacity)
+        let ordered = pending.filter { reservedHost[$0.id] == nil }
+        var unplaced: [PendingJob] = []
+        while let index = queue.next() {
+            let job = ordered[index]
+            let placed = round.place(job, eligible: { memo.eligible($0, $1) })
+            queue.record(index, holding: placed?.holding)
+            if let placed { placements.append(placed) } else if !round.quotaBlocked(job) { unplaced.append(job) }
+        }
+        clock.lap("fair_share_and_placer")
+        clock.count("rule_evaluations", memo.evaluated)
+        guard writing else { return PassResult(examined: pending.count, hosts: pool.hosts.count, placed: placements.count, headWasFull: false) }
+        let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
+        if !unplaced.isEmpty, configuration.reclaimsPerPass > 0 {
+            try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
+        }
+        return PassResult(
+            examined: pending.count, hosts: pool.hosts.count, placed: placed,
+            headWasFull: head.count >= configuration.passHeadLimit && placed > 0)
     }
 
     /// A queued job as a pass reads it.
@@ -122,28 +176,30 @@ extension Store {
         """
 
     /// The head of every project's queue: each project's first jobs (priority, then submission), the bounded head
-    /// divided among the projects that have queued jobs (at least 16 each). Projects are found by a loose index scan
+    /// divided among the projects that have queued jobs (at least 2 each). Projects are found by a loose index scan
     /// (one index probe per project), so the cost follows the number of projects, not of queued jobs.
     func queuedHead(on connection: PostgresConnection) async throws -> [QueuedRow] {
-        let limit = Int64(configuration.passHeadLimit)
-        return try await decodeQueued(
-            connection.query(
-                """
-                with recursive p(project_id) as (
-                    (select project_id from jobs where state = 'queued' order by project_id limit 1)
-                    union all
-                    select (select j.project_id from jobs j where j.state = 'queued' and j.project_id > p.project_id order by j.project_id limit 1)
-                    from p where p.project_id is not null
-                ), n as (
-                    select greatest(16, \(limit) / greatest(1, count(*))) as per_project from p where project_id is not null
-                )
-                select \(unescaped: Self.queuedColumns)
-                from p cross join lateral (
-                    select * from jobs j where j.state = 'queued' and j.project_id = p.project_id
-                    order by j.priority desc, j.id limit (select per_project from n)
-                ) j
-                where p.project_id is not null
-                """, logger: logger))
+        try await decodeQueued(connection.query(PostgresQuery(unsafeSQL: Self.queuedHeadSQL(limit: configuration.passHeadLimit)), logger: logger))
+    }
+
+    /// The pass's queue-head select (also for `comity-bench scale`'s query plans). `limit` is a number of ours.
+    package static func queuedHeadSQL(limit: Int) -> String {
+        """
+        with recursive p(project_id) as (
+            (select project_id from jobs where state = 'queued' order by project_id limit 1)
+            union all
+            select (select j.project_id from jobs j where j.state = 'queued' and j.project_id > p.project_id order by j.project_id limit 1)
+            from p where p.project_id is not null
+        ), n as (
+            select greatest(2, \(limit) / greatest(1, count(*))) as per_project from p where project_id is not null
+        )
+        select \(queuedColumns)
+        from p cross join lateral (
+            select * from jobs j where j.state = 'queued' and j.project_id = p.project_id
+            order by j.priority desc, j.id limit (select per_project from n)
+        ) j
+        where p.project_id is not null
+        """
     }
 
     func queuedJobs(_ ids: [Int64], on connection: PostgresConnection) async throws -> [QueuedRow] {
@@ -177,14 +233,15 @@ extension Store {
         var gpuIndices: [Int]
     }
 
+    /// The pass's aggregation of active attempts (also for `comity-bench scale`'s query plans).
+    package static let activeHoldingsSQL = """
+        select host_id, partner_id, project_id, guest, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint,
+               string_agg(array_to_string(gpu_indices, ','), ',')
+        from attempts where state in ('assigned', 'running') group by host_id, partner_id, project_id, guest
+        """
+
     func activeHoldings(on connection: PostgresConnection) async throws -> [Holding] {
-        try await connection.query(
-            """
-            select host_id, partner_id, project_id, guest, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint,
-                   string_agg(array_to_string(gpu_indices, ','), ',')
-            from attempts where state in ('assigned', 'running') group by host_id, partner_id, project_id, guest
-            """, logger: logger
-        ).decode((Int64, Int64?, Int64?, Bool, Int64, Int64, String?).self).collect().map { host, partner, project, guest, cpu, memory, gpus in
+        try await connection.query(PostgresQuery(unsafeSQL: Self.activeHoldingsSQL), logger: logger).decode((Int64, Int64?, Int64?, Bool, Int64, Int64, String?).self).collect().map { host, partner, project, guest, cpu, memory, gpus in
             Holding(
                 hostID: host, partnerID: partner, projectID: project, guest: guest, cpuMillis: Int(cpu), memoryBytes: memory,
                 gpuIndices: Self.indices(gpus ?? ""))
@@ -232,6 +289,14 @@ extension Store {
         }
     }
 
+    /// The pass's select of hosts it may place on (also for `comity-bench scale`'s query plans).
+    package static func availableHostsSQL(timeoutSeconds: Int) -> String {
+        """
+        select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name from hosts
+        where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(timeoutSeconds)))
+        """
+    }
+
     func availableHosts(_ context: PolicyContext, sharing: SharingContext, on connection: PostgresConnection) async throws -> Pool {
         let holdings = try await activeHoldings(on: connection)
         let used = Self.usageByHost(holdings)
@@ -239,10 +304,7 @@ extension Store {
         var keys: [PolicyHostKey: Int] = [:]
         var labelCache: [String: [String: String]] = [:]
         for try await (id, cpu, memory, gpusText, partner, region, labelsText, name) in try await connection.query(
-            """
-            select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name from hosts
-            where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
-            """, logger: logger
+            PostgresQuery(unsafeSQL: Self.availableHostsSQL(timeoutSeconds: configuration.hostTimeoutSeconds)), logger: logger
         ).decode((Int64, Int32, Int64, String, Int64, String, String, String).self) {
             let gpus = try gpuCache.gpus(host: id, json: gpusText)
             let usage = used[id] ?? (0, 0, [])

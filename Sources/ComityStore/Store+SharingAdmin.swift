@@ -108,8 +108,13 @@ extension Store {
 
     // MARK: Grants
 
+    /// Grants visible in `scope`: all, or those of the principal's partner (a researcher's: its project's partner).
     package func grants(scope: JobScope, includeRevoked: Bool) async throws -> [GrantView] {
-        let (partner, _) = scope.filters
+        let (scopePartner, project) = scope.filters
+        var partner = scopePartner
+        if let project {
+            partner = try await client.query("select partner_id from projects where id = \(project)", logger: logger).decode(Int64.self).collect().first ?? -1
+        }
         return try await client.query(
             """
             select g.id, pa.name, g.kind, g.fraction, g.reason, coalesce(pr.name, 'system'), g.created_at, g.revoked_at
@@ -134,12 +139,14 @@ extension Store {
         guard reason.count <= 500 else { throw StoreError(.invalid, "expected at most 500 characters", field: "reason") }
         let id = try await transaction { connection in
             let partnerID = try await partnerID(request.partner, field: "partner", on: connection)
+            // Two statements: a data-modifying CTE's update is not seen by the same statement's unique check.
+            try await connection.query(
+                """
+                update grants set revoked_at = now(), revoked_by = \(principal.id)
+                where partner_id = \(partnerID) and kind = \(request.kind.rawValue) and revoked_at is null
+                """, logger: logger)
             let id = try await connection.query(
                 """
-                with revoked as (
-                    update grants set revoked_at = now(), revoked_by = \(principal.id)
-                    where partner_id = \(partnerID) and kind = \(request.kind.rawValue) and revoked_at is null
-                )
                 insert into grants (partner_id, kind, fraction, reason, created_by)
                 values (\(partnerID), \(request.kind.rawValue), \(request.fraction), \(reason), \(principal.id)) returning id
                 """, logger: logger
@@ -151,7 +158,6 @@ extension Store {
                 ]), on: connection)
             return id
         }
-        // The old grant of the same kind was revoked by the insert's statement; read the new one back.
         return try await grants(scope: .all, includeRevoked: false).first { $0.id == id }!
     }
 
@@ -215,12 +221,12 @@ extension Store {
         var errors: [FieldError] = []
         if let gpus = request.gpus, gpus < 0 || gpus > 100_000 { errors.append(FieldError(field: "gpus", message: "expected a count from 0 to 100000, got \(gpus)")) }
         if let text = request.cpus {
-            if let cpus = Double(text.trimmingCharacters(in: .whitespaces)), cpus >= 0, cpus <= 10_000_000 { cpuMillis = Int((cpus * 1000).rounded()) } else {
-                errors.append(FieldError(field: "cpus", message: "expected a CPU count such as 8 or 0.5, got \"\(text)\""))
+            if let cpus = Double(text.trimmingCharacters(in: .whitespaces)), cpus >= 0, cpus <= 2_000_000 { cpuMillis = Int((cpus * 1000).rounded()) } else {
+                errors.append(FieldError(field: "cpus", message: "expected a CPU count from 0 to 2000000 such as 8 or 0.5, got \"\(text)\""))
             }
         }
         if let text = request.memory {
-            if let bytes = Quantity.bytes(text) { memory = bytes } else {
+            if let bytes = Quantity.bytes(text), bytes <= 1 << 60 { memory = bytes } else {
                 errors.append(FieldError(field: "memory", message: "expected a size such as 64Gi or 512Mi, got \"\(text)\""))
             }
         }
@@ -303,10 +309,10 @@ extension Store {
     package func setLending(partner: String, _ request: LendingRequest, by principal: Principal) async throws -> LendingRequest {
         var errors: [FieldError] = []
         if let limit = request.borrowLimit, !(limit >= 0 && limit <= 1) {
-            errors.append(FieldError(field: "borrowLimit", message: "expected a fraction of each pool from 0 to 1 (0.2 is 20%), got \(limit)"))
+            errors.append(FieldError(field: "borrow_limit", message: "expected a fraction of each pool from 0 to 1 (0.2 is 20%), got \(limit)"))
         }
         if let limit = request.lendLimit, !(limit >= 0 && limit <= 1) {
-            errors.append(FieldError(field: "lendLimit", message: "expected a fraction of the partner's capacity from 0 to 1, got \(limit)"))
+            errors.append(FieldError(field: "lend_limit", message: "expected a fraction of the partner's capacity from 0 to 1, got \(limit)"))
         }
         guard errors.isEmpty else { throw StoreError(.invalid, "invalid limits", fields: errors) }
         return try await transaction { connection in
@@ -317,7 +323,7 @@ extension Store {
             case .admin: break
             case .partnerAdmin where principal.partnerID == id:
                 guard request.borrowLimit == current else {
-                    throw StoreError(.forbidden, "only admins set a partner's borrowing limit", field: "borrowLimit")
+                    throw StoreError(.forbidden, "only admins set a partner's borrowing limit", field: "borrow_limit")
                 }
             default: throw StoreError(.forbidden, "\(principal.role.rawValue) \(principal.name) may not set the limits of partner \(partner)", field: "partner")
             }

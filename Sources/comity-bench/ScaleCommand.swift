@@ -19,7 +19,7 @@ struct ScaleCommand: AsyncParsableCommand {
             Store.schedulingPass() --repeats times after one warm-up pass (median reported; a size whose pass \
             takes over 3 s is measured twice and one over 6 s once, the warm-up counted), with only that many hosts active (the others draining). Between passes the attempts are deleted, their jobs requeued and \
             the tables vacuumed, so every pass sees the same queue and free capacity. Also times the parts of one \
-            pass separately (queue head, usage, hosts, placer) and, with --plans, writes EXPLAIN (ANALYZE, BUFFERS) \
+            pass separately (Store.passBreakdown: queue head, contexts, usage and hosts, fair share and placer) and, with --plans, writes EXPLAIN (ANALYZE, BUFFERS) \
             of the hot queries at the largest size.
 
             Leaves the database with the largest queue requeued and every host active with a fresh heartbeat, ready \
@@ -135,7 +135,7 @@ struct ScaleCommand: AsyncParsableCommand {
                     let median = times.count == 2 ? (times[0] + times[1]) / 2 : p.median
                     var samples: [String: [Double]] = [:]
                     for _ in 0..<max(1, times.count) {
-                        for (part, ms) in try await db.breakdown(headLimit: store.configuration.passHeadLimit, runPlacer: median < 2 * Self.slowPassMs) {
+                        for (part, ms) in try await store.passBreakdown() where median < 2 * Self.slowPassMs || part != "fair_share_and_placer" {
                             samples[part, default: []].append(ms)
                         }
                     }
@@ -148,8 +148,8 @@ struct ScaleCommand: AsyncParsableCommand {
                     let rate = Double(result.placed) / (median / 1000)
                     rates[key] = .number(rate.rounded())
                     var parts = breakdown.mapValues { JSONValue.number(round1($0)) }
-                    let rest = max(0, median - breakdown.values.reduce(0, +))
-                    parts[breakdown["placer"] == nil ? "placer_write_and_commit" : "write_and_commit"] = .number(round1(rest))
+                    let rest = max(0, median - breakdown.filter { $0.key != "rule_evaluations" }.values.reduce(0, +))
+                    parts[breakdown["fair_share_and_placer"] == nil ? "placer_write_and_commit" : "write_and_commit"] = .number(round1(rest))
                     breakdowns[key] = .object(parts)
                     if case .object(let cpu) = CPUSample.report(from: cpuStart, to: cpuEnd),
                         case .number(let other)? = cpu["other_cpu_s"], case .number(let capacity)? = cpu["machine_cpu_capacity_s"], capacity > 0
@@ -192,18 +192,6 @@ struct ScaleCommand: AsyncParsableCommand {
         }
         results.set("scale_seconds", Ticks.seconds(from: began, to: Ticks.now()), digits: 1)
         try results.write(to: out)
-    }
-}
-
-/// The same cache as ComityStore's (internal) GPUCache: a host's GPU list is decoded again only when its JSON changed.
-final class BenchGPUCache: Sendable {
-    private let entries = Mutex<[Int64: (text: String, gpus: [GPU])]>([:])
-
-    func gpus(host: Int64, json: String) throws -> [GPU] {
-        if let entry = entries.withLock({ $0[host] }), entry.text == json { return entry.gpus }
-        let gpus = try WireJSON.sharedDecoder.decode([GPU].self, from: Data(json.utf8))
-        entries.withLock { $0[host] = (json, gpus) }
-        return gpus
     }
 }
 
@@ -385,98 +373,10 @@ struct ScaleDatabase {
 
     // MARK: Where a pass spends its time
 
-    // The pass's queries as Store+Scheduler.swift runs them (kept in step by hand: compare when the store changes).
-    static let headQuery = """
-        select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
-        where state = 'queued' order by priority desc, id limit 2000
-        """
-    /// The brief's original form of the head select (before the pass stopped locking the whole head).
-    static let headQueryLocking = headQuery + "\nfor update skip locked"
-    static let usageQuery = """
-        select host_id, sum(cpu_millis)::bigint, sum(memory_bytes)::bigint, string_agg(array_to_string(gpu_indices, ','), ',')
-        from attempts where state in ('assigned', 'running') group by host_id
-        """
-    static let hostsQuery = """
-        select id, cpu_millis, memory_bytes, gpus::text from hosts
-        where state = 'active' and last_heartbeat > now() - make_interval(secs => 30.0)
-        """
-
-    /// Times the parts of a pass the way `Store.schedulingPass` runs them (same queries, the same per-host cache of
-    /// decoded GPU lists, the same `Placer`), in a transaction that is rolled back: head select, usage aggregation,
-    /// hosts select, building the hosts' free capacity (GPU lists), placer. What the full pass takes beyond these is
-    /// the write and the commit. A replica kept in step with Store+Scheduler.swift by hand: compare when it changes.
-    /// Each host's decoded GPU list, kept with the JSON text it came from, as `Store`'s GPUCache keeps it.
-    static let gpuCache = BenchGPUCache()
-
-    func breakdown(headLimit: Int, runPlacer: Bool) async throws -> [String: Double] {
-        try await client.withConnection { connection in
-            try await connection.query("begin", logger: logger)
-            do {
-                let times = try await breakdownParts(connection, headLimit: headLimit, runPlacer: runPlacer)
-                try await connection.query("rollback", logger: logger)
-                return times
-            } catch {
-                _ = try? await connection.query("rollback", logger: logger)
-                throw error
-            }
-        }
-    }
-
-    func breakdownParts(_ connection: PostgresConnection, headLimit: Int, runPlacer: Bool) async throws -> [String: Double] {
-        do {
-            var times: [String: Double] = [:]
-            var t = Ticks.now()
-            var pending: [PendingJob] = []
-            for try await (id, cpu, memory, gpus, model, gpuMemory, priority) in try await connection.query(
-                """
-                select id, cpu_millis, memory_bytes, gpus, gpu_model, gpu_memory_bytes, priority from jobs
-                where state = 'queued' order by priority desc, id limit \(Int64(headLimit))
-                """, logger: logger
-            ).decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32).self) {
-                pending.append(
-                    PendingJob(
-                        id: id,
-                        resources: ResourceRequest(
-                            cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
-                        priority: Int(priority)))
-            }
-            times["head_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
-            t = Ticks.now()
-            var used: [Int64: (cpu: Int, memory: Int64, gpus: Set<Int>)] = [:]
-            for try await (host, cpu, memory, gpus) in try await connection.query(PostgresQuery(unsafeSQL: Self.usageQuery), logger: logger)
-                .decode((Int64, Int64, Int64, String?).self)
-            {
-                used[host] = (Int(cpu), memory, Set((gpus ?? "").split(separator: ",").compactMap { Int($0) }))
-            }
-            times["usage_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
-            t = Ticks.now()
-            var rows: [(Int64, Int32, Int64, String)] = []
-            for try await row in try await connection.query(PostgresQuery(unsafeSQL: Self.hostsQuery), logger: logger)
-                .decode((Int64, Int32, Int64, String).self)
-            {
-                rows.append(row)
-            }
-            times["hosts_select"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
-            t = Ticks.now()
-            var hosts: [HostAvailability] = []
-            for (id, cpu, memory, gpusText) in rows {
-                let gpus = try Self.gpuCache.gpus(host: id, json: gpusText)
-                let usage = used[id] ?? (0, 0, [])
-                hosts.append(
-                    HostAvailability(
-                        id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
-                        freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count))
-            }
-            times["hosts_gpu_lists"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
-            if runPlacer {
-                t = Ticks.now()
-                let placements = Placer.place(pending, on: hosts)
-                times["placer"] = Ticks.signedMilliseconds(from: t, to: Ticks.now())
-                _ = placements.count
-            }
-            return times
-        }
-    }
+    // The pass's queries, as the store runs them.
+    static let headQuery = Store.queuedHeadSQL(limit: Store.Configuration().passHeadLimit)
+    static let usageQuery = Store.activeHoldingsSQL
+    static let hostsQuery = Store.availableHostsSQL(timeoutSeconds: Store.Configuration().hostTimeoutSeconds)
 
     // MARK: Plans
 
@@ -488,7 +388,6 @@ struct ScaleDatabase {
         try await refreshHeartbeats()
         var text = "EXPLAIN (ANALYZE, BUFFERS) at \(label) (queued x active hosts), PostgreSQL \(try await serverVersion())\n"
         text += try await explain("queue head (Store.schedulingPass), queue fully requeued", Self.headQuery)
-        text += try await explain("queue head with FOR UPDATE SKIP LOCKED (the form the pass used before it locked only the jobs it places)", Self.headQueryLocking)
         let pass = try await store.schedulingPass()
         text += "\n-- one scheduling pass placed \(pass.placed) of \(pass.examined) examined on \(pass.hosts) hosts.\n"
         text += "-- [A] the agents' queries right after the pass, with the statistics the burst left (no ANALYZE yet):\n"

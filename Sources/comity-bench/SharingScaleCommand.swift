@@ -73,6 +73,9 @@ struct SharingScaleCommand: AsyncParsableCommand {
                 """, logger: logger
             ).decode((Int64, Int64, Int64, Int64, Int64, Int64).self).collect().first!
             try await undo(client, db: db, logger: logger)
+            let parts = try await store.passBreakdown()
+            results["sharing_pass_breakdown_ms"] = .object(parts.mapValues { .number(round1($0)) })
+            say("sharing: one pass's parts (no write): " + parts.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value))" }.joined(separator: ", "))
             let p = Percentiles(times)
             let key = "\(queued)x\(hosts)"
             results["sharing_pass_ms"] = .object([key: .number(round1(p.median))])

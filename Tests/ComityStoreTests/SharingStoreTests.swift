@@ -275,7 +275,11 @@ struct SharingStoreTests {
                 .decode(Double.self).collect()
             #expect(usage.count == 1 && abs(usage[0] - 60) / 60 < 0.1)  // 2 cores × 30 s
 
-            _ = try await commons.store.addGrant(GrantRequest(partner: "uon", kind: .cpu, fraction: 0.3), by: commons.seed.admin)
+            _ = try await commons.store.addGrant(GrantRequest(partner: "uon", kind: .cpu, fraction: 0.2), by: commons.seed.admin)
+            // A second grant of the same kind replaces the first.
+            let replaced = try await commons.store.addGrant(GrantRequest(partner: "uon", kind: .cpu, fraction: 0.3, reason: "replaced"), by: commons.seed.admin)
+            #expect(try await commons.store.grants(scope: .all, includeRevoked: false).map(\.id) == [replaced.id])
+            #expect(try await commons.store.grants(scope: .all, includeRevoked: true).count == 2)
             await #expect(throws: StoreError.self) { try await commons.store.addGrant(GrantRequest(partner: "uon", kind: .cpu, fraction: 1.5), by: commons.seed.admin) }
             await #expect(throws: StoreError.self) { try await commons.store.addGrant(GrantRequest(partner: "uon", kind: .cpu, fraction: 0.1), by: commons.uon) }
             let shares = try await commons.store.shares()

@@ -56,6 +56,7 @@ enum ExplanationPrinter {
         let subject = explanation.job.map { "job \($0)" } ?? "job file"
         Terminal.out("\(subject): \(explanation.outcome.rawValue) — \(explanation.summary)")
         Terminal.out("rules in force: \(explanation.policyVersion); data may reach: \(explanation.permittedJurisdictions.map { $0.isEmpty ? "nowhere" : $0.joined(separator: ", ") } ?? "anywhere")")
+        if let sharing = explanation.sharing { Terminal.out("sharing: \(sharing)") }
         if let host = explanation.placedOn {
             Terminal.out("placed on \(host) under rules \(explanation.placedUnder ?? "?"): \(explanation.ranking ?? "")")
             if let verdict = explanation.hosts.first(where: { $0.host == host }) {

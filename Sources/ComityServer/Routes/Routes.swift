@@ -32,5 +32,6 @@ package struct Routes: Sendable {
         addAgentRoutes(to: router)
         addPolicyRoutes(to: router)
         addAuditRoutes(to: router)
+        addSharingRoutes(to: router)
     }
 }
