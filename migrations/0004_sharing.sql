@@ -103,9 +103,10 @@ alter table jobs add column preemptible boolean not null default true;
 -- The last time a reclaim preempted the job: it is not preempted again within the cool-down window.
 alter table jobs add column last_preempted_at timestamptz;
 
--- Who holds what, without a join: quotas and standings sum the active attempts by partner and project.
-alter table attempts add column partner_id bigint references partners(id);
-alter table attempts add column project_id bigint references projects(id);
+-- Who holds what, without a join: quotas and standings sum the active attempts by partner and project. Copies of
+-- the job's (whose foreign keys stand for them: no second check on the placement path).
+alter table attempts add column partner_id bigint;
+alter table attempts add column project_id bigint;
 -- Placed on another partner's host; borrowed: beyond its partner's entitlement when placed.
 alter table attempts add column guest boolean not null default false;
 alter table attempts add column borrowed boolean not null default false;

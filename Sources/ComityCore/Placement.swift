@@ -265,7 +265,7 @@ public enum Placer {
         var bestScore = (Int.max, Int.max, Int.max, Int64.max)
         for index in candidates {
             let host = hosts[index]
-            guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes, admits(host) else { continue }
+            guard host.freeCPUMillis >= request.cpuMillis, host.freeMemoryBytes >= request.memoryBytes else { continue }
             let spareGPUs: Int
             if request.gpus == 0 {
                 spareGPUs = host.totalGPUs
@@ -275,6 +275,8 @@ public enum Placer {
                 guard matching >= request.gpus else { continue }
                 spareGPUs = matching - request.gpus
             }
+            // Last: the caller's admission (the rules, sharing) costs more than the capacity checks.
+            guard admits(host) else { continue }
             let guest = host.partnerID == partnerID ? 0 : 1
             let score = (guest, spareGPUs, host.freeCPUMillis - request.cpuMillis, host.freeMemoryBytes - request.memoryBytes)
             if score < bestScore {

@@ -27,6 +27,8 @@ struct SharingRound {
         var quotas: QuotaBook
         /// Per donor partner: what guests hold on its hosts.
         var lent: [Int64: ShareVector]
+        /// Whether any partner has a lending or borrowing limit (without, a guest needs no arithmetic).
+        let hasLimits: Bool
     }
 
     private(set) var admission: Admission
@@ -62,7 +64,7 @@ struct SharingRound {
         let (partnerStandings, projectStandings) = sharing.standings(holding: partners, projects: projects)
         admission = Admission(
             sharing: sharing, pool: pool, preemptible: preemptible, partnerStandings: partnerStandings, projectStandings: projectStandings,
-            quotas: quotas, lent: lent)
+            quotas: quotas, lent: lent, hasLimits: sharing.partners.values.contains { $0.lendLimit != nil || $0.borrowLimit != nil })
         session = Placer.Session(pool.hosts.filter { !reservedHosts.contains($0.id) })
         reservedSession = Placer.Session(pool.hosts.filter { reservedHosts.contains($0.id) })
     }
@@ -73,27 +75,34 @@ struct SharingRound {
 
     func quotaBlocked(_ job: PendingJob) -> Bool { admission.quotaBlocked(job) }
 
+    /// A service that did not opt in to preemption.
+    func isService(_ job: PendingJob) -> Bool { admission.preemptible[job.id] == false }
+
     /// Places `job` where sharing and the rules admit it, best fit first; updates what everyone holds.
     mutating func place(_ job: PendingJob, eligible: (Int, Int) -> Bool) -> Placed? {
         if admission.quotaBlocked(job) { return nil }
         // Jobs of one partner and class are admitted alike, except for regional quotas (per project) and services.
         let regional = admission.quotas.hasRegionalQuota(partnerID: job.partnerID, projectID: job.projectID)
-        let cacheKey = (regional ? job.projectID << 1 : 0) | (admission.preemptible[job.id] == false ? 1 : 0)
+        let service = isService(job)
+        let cacheKey = (regional ? job.projectID << 1 : 0) | (service ? 1 : 0)
         let placement: Placement?
         do {
             let admission = self.admission
-            placement = session.place(job, cacheKey: cacheKey) { host in eligible(job.policyClass, host.policyKey) && admission.admits(job, on: host) }
+            placement = session.place(job, cacheKey: cacheKey) { host in
+                eligible(job.policyClass, host.policyKey) && admission.admits(job, service: service, on: host)
+            }
         }
         return placement.map { record(job, $0) }
     }
 
     /// Places a job on the host reserved for it, if it fits there now.
     mutating func place(_ job: PendingJob, onlyOn hostID: Int64, eligible: (Int, Int) -> Bool) -> Placed? {
+        let service = isService(job)
         let placement: Placement?
         do {
             let admission = self.admission
             placement = reservedSession.place(job, cacheKey: hostID) { host in
-                host.id == hostID && eligible(job.policyClass, host.policyKey) && admission.admits(job, on: host)
+                host.id == hostID && eligible(job.policyClass, host.policyKey) && admission.admits(job, service: service, on: host)
             }
         }
         return placement.map { record(job, $0) }
@@ -119,14 +128,18 @@ extension SharingRound.Admission {
         quotas.exceeded(partnerID: job.partnerID, projectID: job.projectID, region: nil, SharingRound.usage(job.resources)) != nil
     }
 
-    /// What a request would hold on a host (its GPUs weighed as the host's free GPUs of the kind it asks for).
+    /// What a request would hold on a host (its GPUs weighed at the host's mean GPU weight).
     func estimate(_ request: ResourceRequest, on host: HostAvailability) -> ShareVector {
-        let weight = request.gpus == 0 ? 0 : (host.freeGPUs.first { request.accepts($0) }.map { sharing.weights.weight(of: $0.model) } ?? 1)
+        let weight = request.gpus == 0 ? 0 : pool.hostGPUWeight[host.id] ?? 1
         return ShareVector(cpuMillis: request.cpuMillis, memoryBytes: request.memoryBytes, weightedGPUs: weight * Double(request.gpus))
     }
 
     /// Whether `host` admits `job` as far as sharing goes (the caller checks the rules).
-    func admits(_ job: PendingJob, on host: HostAvailability) -> Bool { failures(job, on: host, collecting: false).isEmpty }
+    func admits(_ job: PendingJob, service: Bool, on host: HostAvailability) -> Bool {
+        // The common cases, without arithmetic: an own host, or no limits at all.
+        if !quotas.hasRegional, host.partnerID == job.partnerID || (!hasLimits && !service) { return true }
+        return failures(job, service: service, on: host, collecting: false).isEmpty
+    }
 
     /// Why `host` does not admit `job` as far as sharing goes: every reason when `collecting`, else the first.
     ///
@@ -134,7 +147,7 @@ extension SharingRound.Admission {
     /// lending limit must leave room, the job's partner may not pass its entitlement plus its borrowing limit, and a
     /// service that did not opt in to preemption goes only where the donor lends non-reclaimable capacity, and only
     /// within its partner's entitlement.
-    func failures(_ job: PendingJob, on host: HostAvailability, collecting: Bool) -> [Reason] {
+    func failures(_ job: PendingJob, service: Bool, on host: HostAvailability, collecting: Bool) -> [Reason] {
         var reasons: [Reason] = []
         if quotas.hasRegional,
             let (quota, held, resource) = quotas.exceeded(
@@ -173,7 +186,7 @@ extension SharingRound.Admission {
                     detail: "\(partnerName) may hold \(Self.percent(limit)) of the \(kind.rawValue) pool beyond its entitlement of \(Self.percent(standing.entitled[kind])); it would hold \(Self.percent(held[kind]))",
                     brief: "\(Self.percent(limit)) beyond share"))
         }
-        if preemptible[job.id] == false, donor?.lendsNonReclaimable != true || standing.heldRatio(capacity: pool.capacity) > 1 + 1e-9 {
+        if service, donor?.lendsNonReclaimable != true || standing.heldRatio(capacity: pool.capacity) > 1 + 1e-9 {
             guard collecting else { return [Self.stop] }
             let name = donor?.name ?? "#\(host.partnerID)"
             reasons.append(

@@ -146,7 +146,7 @@ extension Store {
         }
         var hosts: [Int64: [Reason]] = [:]
         for host in pool.hosts {
-            var reasons = round.admission.failures(job, on: host, collecting: true)
+            var reasons = round.admission.failures(job, service: !preemptible, on: host, collecting: true)
             if let other = reservations.first(where: { $0.1 == host.id && $0.0 != job.id }) {
                 reasons.append(
                     Reason(

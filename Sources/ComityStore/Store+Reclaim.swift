@@ -20,34 +20,45 @@ extension Store {
         _ unplaced: [PendingJob], round: SharingRound, context: PolicyContext, memo: inout EligibilityMemo, reserved: Set<Int64>,
         on connection: PostgresConnection
     ) async throws {
-        let guests = try await reclaimableGuests(round: round, on: connection)
+        // Only borrowers' guests can be victims: without a borrower there is nothing to read.
+        let borrowers = round.partnerStandings.filter { $0.value.heldRatio(capacity: round.pool.capacity) > 1 + 1e-9 }.map(\.key)
+        guard !borrowers.isEmpty else { return }
+        let guests = try await reclaimableGuests(of: borrowers, round: round, on: connection)
         guard !guests.isEmpty else { return }
+        var guestsByHost = Dictionary(grouping: guests, by: \.hostID)
+        let hostIndex = Dictionary(uniqueKeysWithValues: round.hosts.enumerated().map { ($0.element.id, $0.offset) })
         let now = Date()
         var standings = round.partnerStandings
-        var taken: Set<Int64> = []
         var busyHosts = round.reservedHosts
         var plans = 0
-        for job in unplaced.prefix(64) where !reserved.contains(job.id) {
+        for job in unplaced.prefix(Self.reclaimCandidates) where !reserved.contains(job.id) {
             guard plans < configuration.reclaimsPerPass else { break }
             let owed = (standings[job.partnerID]?.heldRatio(capacity: round.pool.capacity) ?? 0) < 1 - 1e-9
                 && (round.sharing.entitlements[job.partnerID].map { $0.gpu + $0.cpu + $0.memory > 0 } ?? false)
-            let hosts = round.hosts.filter { host in
-                !busyHosts.contains(host.id) && (host.partnerID == job.partnerID || owed) && memo.eligible(job.policyClass, host.policyKey)
-                    && round.admission.admitsRegion(job, on: host)
+            // Hosts with guests the job may take back: its partner's own, or any when its partner is owed its share;
+            // only where the rules admit the job.
+            var hosts: [HostAvailability] = []
+            var candidates: [RunningGuest] = []
+            for (hostID, onHost) in guestsByHost where !busyHosts.contains(hostID) {
+                guard let index = hostIndex[hostID] else { continue }
+                let host = round.hosts[index]
+                guard host.partnerID == job.partnerID || owed, memo.eligible(job.policyClass, host.policyKey),
+                    round.admission.admitsRegion(job, on: host)
+                else { continue }
+                let victims = onHost.filter { $0.partnerID != job.partnerID }
+                guard !victims.isEmpty else { continue }
+                hosts.append(host)
+                candidates += victims
             }
-            let candidates = guests.filter { guest in
-                !taken.contains(guest.attemptID) && guest.partnerID != job.partnerID
-                    && (round.pool.hostPartner[guest.hostID] == job.partnerID || owed)
-            }
-            guard !hosts.isEmpty, !candidates.isEmpty,
+            hosts.sort { $0.id < $1.id }
+            guard !hosts.isEmpty,
                 let plan = Reclaim.plan(for: job.resources, on: hosts, guests: candidates, standings: standings, capacity: round.pool.capacity)
             else { continue }
             plans += 1
             busyHosts.insert(plan.hostID)
-            for victim in plan.victims {
-                taken.insert(victim.attemptID)
-                standings[victim.partnerID]?.allocated -= victim.holding
-            }
+            let taken = Set(plan.victims.map(\.attemptID))
+            guestsByHost[plan.hostID]?.removeAll { taken.contains($0.attemptID) }
+            for victim in plan.victims { standings[victim.partnerID]?.allocated -= victim.holding }
             let own = round.pool.hostPartner[plan.hostID] == job.partnerID
             let host = round.pool.factsByHost[plan.hostID]
             let grace = host.map { donorGrace(context.snapshot, host: $0, at: now) } ?? DonorPolicy.defaultGraceSeconds
@@ -79,15 +90,18 @@ extension Store {
         }
     }
 
-    /// Running guests that a reclaim may preempt: preemptible jobs, not preempted within the cool-down, not already
-    /// being stopped, not on capacity lent as non-reclaimable.
-    func reclaimableGuests(round: SharingRound, on connection: PostgresConnection) async throws -> [RunningGuest] {
+    /// How many of the jobs a pass left waiting are considered for a reclaim.
+    static let reclaimCandidates = 16
+
+    /// Running guests of `borrowers` that a reclaim may preempt: preemptible jobs, not preempted within the
+    /// cool-down, not already being stopped, not on capacity lent as non-reclaimable.
+    func reclaimableGuests(of borrowers: [Int64], round: SharingRound, on connection: PostgresConnection) async throws -> [RunningGuest] {
         var guests: [RunningGuest] = []
         for try await (attempt, job, host, partner, priority, assigned, cpu, memory, indices) in try await connection.query(
             """
             select a.id, a.job_id, a.host_id, a.partner_id, j.priority, extract(epoch from a.assigned_at)::float8, a.cpu_millis, a.memory_bytes, a.gpu_indices
             from attempts a join jobs j on j.id = a.job_id
-            where a.state in ('assigned', 'running') and a.guest and a.stop_after is null and j.preemptible
+            where a.state in ('assigned', 'running') and a.guest and a.partner_id = any(\(borrowers)::bigint[]) and a.stop_after is null and j.preemptible
               and (j.last_preempted_at is null or j.last_preempted_at < now() - make_interval(secs => \(Double(configuration.preemptionCooldownSeconds))))
             """, logger: logger
         ).decode((Int64, Int64, Int64, Int64, Int32, Double, Int32, Int64, [Int32]).self) {

@@ -26,24 +26,17 @@ extension Store {
     package func schedulingPass() async throws -> PassResult {
         try await transaction { connection in
             var clock = PassClock(enabled: false)
-            return try await pass(on: connection, writing: true, clock: &clock)
+            return try await pass(on: connection, clock: &clock)
         }
     }
 
-    /// Where a pass spends its time: the steps of ``schedulingPass()`` timed one by one (milliseconds), in a
-    /// transaction that is rolled back, without the write (for `comity-bench scale`).
-    package func passBreakdown() async throws -> [String: Double] {
-        try await client.withConnection { connection in
-            try await connection.query("begin", logger: logger)
-            do {
-                var clock = PassClock(enabled: true)
-                _ = try await pass(on: connection, writing: false, clock: &clock)
-                try await connection.query("rollback", logger: logger)
-                return clock.parts
-            } catch {
-                _ = try? await connection.query("rollback", logger: logger)
-                throw error
-            }
+    /// A pass like ``schedulingPass()`` that also says where it spent its time: milliseconds per step (the commit
+    /// is what the caller measures beyond their sum), and the number of rule evaluations (for `comity-bench`).
+    package func timedSchedulingPass() async throws -> (result: PassResult, parts: [String: Double]) {
+        try await transaction { connection in
+            var clock = PassClock(enabled: true)
+            let result = try await pass(on: connection, clock: &clock)
+            return (result, clock.parts)
         }
     }
 
@@ -69,7 +62,7 @@ extension Store {
         }
     }
 
-    func pass(on connection: PostgresConnection, writing: Bool, clock: inout PassClock) async throws -> PassResult {
+    func pass(on connection: PostgresConnection, clock: inout PassClock) async throws -> PassResult {
         try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
         let reservations = try await connection.query(
             """
@@ -145,10 +138,11 @@ extension Store {
         }
         clock.lap("fair_share_and_placer")
         clock.count("rule_evaluations", memo.evaluated)
-        guard writing else { return PassResult(examined: pending.count, hosts: pool.hosts.count, placed: placements.count, headWasFull: false) }
         let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
+        clock.lap("write")
         if !unplaced.isEmpty, configuration.reclaimsPerPass > 0 {
             try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
+            clock.lap("reclaims")
         }
         return PassResult(
             examined: pending.count, hosts: pool.hosts.count, placed: placed,
@@ -280,6 +274,8 @@ extension Store {
         var hostGPUs: [Int64: [GPU]]
         var hostRegion: [Int64: String]
         var hostPartner: [Int64: Int64]
+        /// The mean weight of each host's GPUs.
+        var hostGPUWeight: [Int64: Double] = [:]
 
         /// What CPUs, memory and the GPUs `gpuIndices` of a host count for (a GPU the pool does not know weighs 1).
         func weighted(_ request: ResourceRequest, gpuIndices: [Int], on host: Int64, weights: GPUWeights) -> ShareVector {
@@ -330,7 +326,9 @@ extension Store {
             pool.hostGPUs[id] = gpus
             pool.hostRegion[id] = region
             pool.hostPartner[id] = partner
-            let capacity = ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: sharing.weights.weighted(gpus))
+            let weighted = sharing.weights.weighted(gpus)
+            if !gpus.isEmpty { pool.hostGPUWeight[id] = weighted / Double(gpus.count) }
+            let capacity = ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: weighted)
             pool.capacity += capacity
             pool.partnerCapacity[partner, default: .zero] += capacity
             pool.hosts.append(

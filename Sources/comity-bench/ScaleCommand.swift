@@ -18,8 +18,9 @@ struct ScaleCommand: AsyncParsableCommand {
             2×A100 40Gi), grows the queue in ascending order, and for each queued × hosts size runs \
             Store.schedulingPass() --repeats times after one warm-up pass (median reported; a size whose pass \
             takes over 3 s is measured twice and one over 6 s once, the warm-up counted), with only that many hosts active (the others draining). Between passes the attempts are deleted, their jobs requeued and \
-            the tables vacuumed, so every pass sees the same queue and free capacity. Also times the parts of one \
-            pass separately (Store.passBreakdown: queue head, contexts, usage and hosts, fair share and placer) and, with --plans, writes EXPLAIN (ANALYZE, BUFFERS) \
+            the tables vacuumed, so every pass sees the same queue and free capacity. Also reports where the \
+            measured passes spent their time (Store.timedSchedulingPass: queue head, contexts, usage and hosts, fair \
+            share and placer, write, reclaims; commit is the rest) and, with --plans, writes EXPLAIN (ANALYZE, BUFFERS) \
             of the hot queries at the largest size.
 
             Leaves the database with the largest queue requeued and every host active with a fresh heartbeat, ready \
@@ -121,24 +122,21 @@ struct ScaleCommand: AsyncParsableCommand {
                         runs = 1
                         results.note("scale: \(key) measured twice (the warm-up pass counted): one pass takes \(Int(warmMs / 1000)) s")
                     }
+                    var samples: [String: [Double]] = [:]
                     for _ in 0..<runs {
                         try await db.requeue()
                         try await db.refreshHeartbeats()
                         let t = Ticks.now()
-                        result = try await store.schedulingPass()
+                        let timed = try await store.timedSchedulingPass()
                         times.append(Ticks.signedMilliseconds(from: t, to: Ticks.now()))
+                        result = timed.result
+                        for (part, ms) in timed.parts { samples[part, default: []].append(ms) }
                     }
                     try await db.requeue()
                     try await db.refreshHeartbeats()
                     let cpuEnd = CPUSample.take(serverPID: nil, postmasterPID: postmasterPid)
                     let p = Percentiles(times)
                     let median = times.count == 2 ? (times[0] + times[1]) / 2 : p.median
-                    var samples: [String: [Double]] = [:]
-                    for _ in 0..<max(1, times.count) {
-                        for (part, ms) in try await store.passBreakdown() where median < 2 * Self.slowPassMs || part != "fair_share_and_placer" {
-                            samples[part, default: []].append(ms)
-                        }
-                    }
                     let breakdown = samples.mapValues { Percentiles($0).median }
                     passMs[key] = .number(round1(median))
                     passMin[key] = .number(round1(p.sorted.first!))
@@ -149,7 +147,7 @@ struct ScaleCommand: AsyncParsableCommand {
                     rates[key] = .number(rate.rounded())
                     var parts = breakdown.mapValues { JSONValue.number(round1($0)) }
                     let rest = max(0, median - breakdown.filter { $0.key != "rule_evaluations" }.values.reduce(0, +))
-                    parts[breakdown["fair_share_and_placer"] == nil ? "placer_write_and_commit" : "write_and_commit"] = .number(round1(rest))
+                    parts["commit"] = .number(round1(rest))
                     breakdowns[key] = .object(parts)
                     if case .object(let cpu) = CPUSample.report(from: cpuStart, to: cpuEnd),
                         case .number(let other)? = cpu["other_cpu_s"], case .number(let capacity)? = cpu["machine_cpu_capacity_s"], capacity > 0

@@ -18,7 +18,8 @@ struct SharingScaleCommand: AsyncParsableCommand {
             scale phase's mix). Then runs Store.schedulingPass() --repeats times after a warm-up, undoing every \
             pass (attempts deleted, jobs requeued, reservations and stops cleared) so each sees the same queue. \
             Reports the median pass time, jobs examined and placed, and how many partners and projects got \
-            placements (the pass reaches every project's head, not one partner's).
+            placements (the pass reaches every project's head, not one partner's). Then fills the pool pass by \
+            pass and times one pass that finds it full (where reclaims are planned).
             """
     )
 
@@ -59,11 +60,14 @@ struct SharingScaleCommand: AsyncParsableCommand {
             let store = Store(client: client, logger: logger)
             var result = try await store.schedulingPass()  // warm-up
             var times: [Double] = []
+            var samples: [String: [Double]] = [:]
             for _ in 0..<repeats {
                 try await undo(client, db: db, logger: logger)
                 let t = Ticks.now()
-                result = try await store.schedulingPass()
+                let timed = try await store.timedSchedulingPass()
                 times.append(Ticks.signedMilliseconds(from: t, to: Ticks.now()))
+                result = timed.result
+                for (part, ms) in timed.parts { samples[part, default: []].append(ms) }
             }
             let spread = try await client.query(
                 """
@@ -72,10 +76,31 @@ struct SharingScaleCommand: AsyncParsableCommand {
                 from attempts
                 """, logger: logger
             ).decode((Int64, Int64, Int64, Int64, Int64, Int64).self).collect().first!
+            // Steady state: passes until the pool is full, then one pass that finds it full and plans reclaims for
+            // partners owed their share.
+            var fillPasses = 0
+            var fill = result
+            repeat {
+                fill = try await store.schedulingPass()
+                fillPasses += 1
+            } while fill.placed > 0 && fillPasses < 200
+            let t = Ticks.now()
+            let full = try await store.timedSchedulingPass()
+            let fullMs = Ticks.signedMilliseconds(from: t, to: Ticks.now())
+            let running = try await client.query("select count(*) from attempts where state in ('assigned', 'running')", logger: logger)
+                .decode(Int64.self).collect().first ?? 0
+            let reclaims = try await client.query("select count(*) from reservations", logger: logger).decode(Int64.self).collect().first ?? 0
+            results["sharing_full_pool_pass_ms"] = .object(["\(queued)x\(hosts)": .number(round1(fullMs))])
+            results["sharing_full_pool_breakdown_ms"] = .object(full.parts.mapValues { .number(round1($0)) })
+            results.set("sharing_full_pool_running", Int(running))
+            results.set("sharing_full_pool_reclaims", Int(reclaims))
+            say(
+                "sharing: pool full after \(fillPasses) passes (\(running) running): a pass that finds it full takes \(String(format: "%.1f", fullMs)) ms, examined \(full.result.examined), planned \(reclaims) reclaims; "
+                    + full.parts.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value))" }.joined(separator: ", "))
             try await undo(client, db: db, logger: logger)
-            let parts = try await store.passBreakdown()
+            let parts = samples.mapValues { Percentiles($0).median }
             results["sharing_pass_breakdown_ms"] = .object(parts.mapValues { .number(round1($0)) })
-            say("sharing: one pass's parts (no write): " + parts.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value))" }.joined(separator: ", "))
+            say("sharing: median parts of the measured passes: " + parts.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.1f", $0.value))" }.joined(separator: ", "))
             let p = Percentiles(times)
             let key = "\(queued)x\(hosts)"
             results["sharing_pass_ms"] = .object([key: .number(round1(p.median))])
