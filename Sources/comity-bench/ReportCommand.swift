@@ -142,6 +142,15 @@ struct Table {
             rows.append(["sovereignty: eligibility + placement per decision (\(largest) datasets×hosts)", "\(Self.format(value)) µs", "", ""])
             rows.append(["  one uncached (job, host) evaluation", "\(f("rules_eval_uncached_us")) µs", "", ""])
         }
+        let sharing = object("sharing_pass_ms")
+        if let key = largestPassKey(sharing), case .number(let value)? = sharing[key] {
+            rows.append([
+                "fair-share pass, \(f("sharing_partners")) partners × \(f("sharing_projects")) projects, \(key)", "\(Self.format(value)) ms", "", "",
+            ])
+            if let key = largestPassKey(object("sharing_full_pool_pass_ms")), case .number(let full)? = object("sharing_full_pool_pass_ms")[key] {
+                rows.append(["  the same with the pool full (plans reclaims)", "\(Self.format(full)) ms", "", ""])
+            }
+        }
         if let seconds = number("audit_verify_s_per_million") {
             rows.append(["audit ledger: verify one million entries", "\(Self.format(seconds)) s", "", ""])
         }
