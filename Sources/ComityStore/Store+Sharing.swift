@@ -193,7 +193,10 @@ extension Store {
             try await connection.query(
                 """
                 with decayed as (
+                    -- Rows the upsert below adds to are decayed there: a row changed by two parts of one statement
+                    -- keeps only one of the changes.
                     update partner_contribution set gpu = gpu * \(decay), cpu = cpu * \(decay), memory = memory * \(decay)
+                    where partner_id <> all(\(partnerIDs)::bigint[])
                 ), added as (
                     insert into partner_contribution (partner_id, gpu, cpu, memory)
                     select * from unnest(\(partnerIDs)::bigint[], \(partnerIDs.map { contributed[$0]!.gpu })::float8[],
@@ -207,6 +210,7 @@ extension Store {
                 """
                 with decayed as (
                     update project_usage set gpu = gpu * \(decay), cpu = cpu * \(decay), memory = memory * \(decay)
+                    where project_id <> all(\(projectIDs)::bigint[])
                 ), added as (
                     insert into project_usage (project_id, partner_id, gpu, cpu, memory)
                     select * from unnest(\(projectIDs)::bigint[], \(projectIDs.map { used[$0]!.partner })::bigint[],

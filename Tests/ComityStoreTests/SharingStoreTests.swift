@@ -254,7 +254,9 @@ struct SharingStoreTests {
     @Test("accounting credits each partner its hosts' capacity × time and each project what its attempts held; grants come off the top")
     func accounting() async throws {
         try await TestDatabase.withDatabase { client, _ in
-            let commons = try await Commons.make(client)
+            var configuration = Store.Configuration()
+            configuration.shareHalfLifeSeconds = 86_400
+            let commons = try await Commons.make(client, configuration: configuration)
             _ = try await commons.seed.enroll("tum-1", cpus: 8, memory: 16 << 30)
             _ = try await commons.seed.enroll("uon-1", partner: "uon", region: "ke-nbo-1", cpus: 2, memory: 4 << 30)
             try await commons.account(after: 60, on: client)
@@ -265,6 +267,12 @@ struct SharingStoreTests {
             #expect(abs(contribution[0].1 - 480) / 480 < 0.05 && contribution[0].0 == "tum")
             #expect(abs(contribution[0].2 - 960) / 960 < 0.05)
             #expect(abs(contribution[1].1 - 120) / 120 < 0.05)
+            // A later run decays what was there and adds to it (with a half-life of a day, 60 s decay by 0.05%):
+            // tum's 480 core-seconds become about 480 + 8 × 60.
+            try await commons.account(after: 60, on: client)
+            let again = try await client.query("select c.cpu from partner_contribution c join partners p on p.id = c.partner_id where p.name = 'tum'", logger: logger)
+                .decode(Double.self).collect()
+            #expect(again.count == 1 && abs(again[0] - 960) / 960 < 0.05, "\(again)")
 
             let job = try await commons.submit("work", project: "llm", cpus: 2)
             _ = try await commons.store.schedulingPass()
