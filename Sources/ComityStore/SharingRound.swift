@@ -97,6 +97,8 @@ struct SharingRound {
 
     /// Places a job on the host reserved for it, if it fits there now.
     mutating func place(_ job: PendingJob, onlyOn hostID: Int64, eligible: (Int, Int) -> Bool) -> Placed? {
+        // Quotas may have filled, or been lowered, while the host was being freed.
+        if admission.quotaBlocked(job) { return nil }
         let service = isService(job)
         let placement: Placement?
         do {
@@ -193,9 +195,9 @@ extension SharingRound.Admission {
                 Reason(
                     .serviceGuest, subject: name, category: .sharing,
                     detail: donor?.lendsNonReclaimable == true
-                        ? "a service that did not opt in to preemption runs as a guest only within its partner's entitlement, and \(partnerName) would pass it"
-                        : "a service that did not opt in to preemption runs as a guest only on capacity lent as non-reclaimable, and \(name) does not lend it",
-                    brief: "service not preemptible"))
+                        ? "a job that does not allow preemption (a service unless it opts in) runs as a guest only within its partner's entitlement, and \(partnerName) would pass it"
+                        : "a job that does not allow preemption (a service unless it opts in) runs as a guest only on capacity lent as non-reclaimable, and \(name) does not lend it",
+                    brief: "not preemptible"))
         }
         return reasons
     }

@@ -20,30 +20,44 @@ extension Store {
         _ unplaced: [PendingJob], round: SharingRound, context: PolicyContext, memo: inout EligibilityMemo, reserved: Set<Int64>,
         on connection: PostgresConnection
     ) async throws {
+        // Standings as they will be: attempts already being stopped no longer count for their partners (a borrower
+        // is never reclaimed below its entitlement across passes either), and jobs holding reservations count for
+        // theirs (an owed partner does not reclaim past its share).
+        var standings = round.partnerStandings
+        for (partner, holding) in try await stoppingHoldings(round: round, on: connection) { standings[partner]?.allocated -= holding }
+        for (partner, holding) in try await reservedHoldings(round: round, on: connection) {
+            standings[partner, default: ShareStanding(entitled: .zero)].allocated += holding
+        }
         // Only borrowers' guests can be victims: without a borrower there is nothing to read.
-        let borrowers = round.partnerStandings.filter { $0.value.heldRatio(capacity: round.pool.capacity) > 1 + 1e-9 }.map(\.key)
+        let borrowers = standings.filter { $0.value.heldRatio(capacity: round.pool.capacity) > 1 + 1e-9 }.map(\.key)
         guard !borrowers.isEmpty else { return }
         let guests = try await reclaimableGuests(of: borrowers, round: round, on: connection)
         guard !guests.isEmpty else { return }
         var guestsByHost = Dictionary(grouping: guests, by: \.hostID)
         let hostIndex = Dictionary(uniqueKeysWithValues: round.hosts.enumerated().map { ($0.element.id, $0.offset) })
         let now = Date()
-        var standings = round.partnerStandings
         var busyHosts = round.reservedHosts
         var plans = 0
-        for job in unplaced.prefix(Self.reclaimCandidates) where !reserved.contains(job.id) {
-            guard plans < configuration.reclaimsPerPass else { break }
+        var tried = 0
+        // Jobs alike (request, rules class, partner, service or not) get the same answer: one try for all of them.
+        var triedKeys: Set<ReclaimKey> = []
+        for job in unplaced where !reserved.contains(job.id) {
+            guard plans < configuration.reclaimsPerPass, tried < Self.reclaimCandidates else { break }
+            let service = round.isService(job)
+            guard triedKeys.insert(ReclaimKey(request: job.resources, policyClass: job.policyClass, partnerID: job.partnerID, service: service)).inserted
+            else { continue }
+            tried += 1
             let owed = (standings[job.partnerID]?.heldRatio(capacity: round.pool.capacity) ?? 0) < 1 - 1e-9
                 && (round.sharing.entitlements[job.partnerID].map { $0.gpu + $0.cpu + $0.memory > 0 } ?? false)
             // Hosts with guests the job may take back: its partner's own, or any when its partner is owed its share;
-            // only where the rules admit the job.
+            // only where the rules and sharing (quotas, limits, services) admit the job.
             var hosts: [HostAvailability] = []
             var candidates: [RunningGuest] = []
             for (hostID, onHost) in guestsByHost where !busyHosts.contains(hostID) {
                 guard let index = hostIndex[hostID] else { continue }
                 let host = round.hosts[index]
                 guard host.partnerID == job.partnerID || owed, memo.eligible(job.policyClass, host.policyKey),
-                    round.admission.admitsRegion(job, on: host)
+                    round.admission.failures(job, service: service, on: host, collecting: false).isEmpty
                 else { continue }
                 let victims = onHost.filter { $0.partnerID != job.partnerID }
                 guard !victims.isEmpty else { continue }
@@ -52,13 +66,17 @@ extension Store {
             }
             hosts.sort { $0.id < $1.id }
             guard !hosts.isEmpty,
-                let plan = Reclaim.plan(for: job.resources, on: hosts, guests: candidates, standings: standings, capacity: round.pool.capacity)
+                let plan = Reclaim.plan(for: job.resources, on: hosts, guests: candidates, standings: standings, capacity: round.pool.capacity),
+                !plan.victims.isEmpty
             else { continue }
             plans += 1
             busyHosts.insert(plan.hostID)
             let taken = Set(plan.victims.map(\.attemptID))
             guestsByHost[plan.hostID]?.removeAll { taken.contains($0.attemptID) }
             for victim in plan.victims { standings[victim.partnerID]?.allocated -= victim.holding }
+            if let index = hostIndex[plan.hostID] {
+                standings[job.partnerID, default: ShareStanding(entitled: .zero)].allocated += round.admission.estimate(job.resources, on: round.hosts[index])
+            }
             let own = round.pool.hostPartner[plan.hostID] == job.partnerID
             let host = round.pool.factsByHost[plan.hostID]
             let grace = host.map { donorGrace(context.snapshot, host: $0, at: now) } ?? DonorPolicy.defaultGraceSeconds
@@ -93,8 +111,8 @@ extension Store {
     /// How many of the jobs a pass left waiting are considered for a reclaim.
     static let reclaimCandidates = 16
 
-    /// Running guests of `borrowers` that a reclaim may preempt: preemptible jobs, not preempted within the
-    /// cool-down, not already being stopped, not on capacity lent as non-reclaimable.
+    /// Running guests of `borrowers` that a reclaim may preempt: preemptible jobs (a service is only if it opted in),
+    /// not preempted within the cool-down, not already being stopped, on hosts in the pool.
     func reclaimableGuests(of borrowers: [Int64], round: SharingRound, on connection: PostgresConnection) async throws -> [RunningGuest] {
         var guests: [RunningGuest] = []
         for try await (attempt, job, host, partner, priority, assigned, cpu, memory, indices) in try await connection.query(
@@ -105,7 +123,7 @@ extension Store {
               and (j.last_preempted_at is null or j.last_preempted_at < now() - make_interval(secs => \(Double(configuration.preemptionCooldownSeconds))))
             """, logger: logger
         ).decode((Int64, Int64, Int64, Int64, Int32, Double, Int32, Int64, [Int32]).self) {
-            guard let donor = round.pool.hostPartner[host], round.sharing.partners[donor]?.lendsNonReclaimable != true else { continue }
+            guard round.pool.hostPartner[host] != nil else { continue }
             let gpuIndices = indices.map(Int.init)
             let gpus = (round.pool.hostGPUs[host] ?? []).filter { gpuIndices.contains($0.index) }
             guests.append(
@@ -117,6 +135,45 @@ extension Store {
                     reclaimable: true))
         }
         return guests
+    }
+}
+
+struct ReclaimKey: Hashable {
+    var request: ResourceRequest
+    var policyClass: Int
+    var partnerID: Int64
+    var service: Bool
+}
+
+extension Store {
+    /// Per partner: what its attempts that are being stopped (after a grace) hold.
+    func stoppingHoldings(round: SharingRound, on connection: PostgresConnection) async throws -> [Int64: ShareVector] {
+        var result: [Int64: ShareVector] = [:]
+        for try await (partner, host, cpu, memory, indices) in try await connection.query(
+            """
+            select partner_id, host_id, cpu_millis, memory_bytes, gpu_indices from attempts
+            where stop_after is not null and state in ('assigned', 'running') and partner_id is not null
+            """, logger: logger
+        ).decode((Int64, Int64, Int32, Int64, [Int32]).self) {
+            result[partner, default: .zero] += round.pool.weighted(
+                ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory), gpuIndices: indices.map(Int.init), on: host, weights: round.sharing.weights)
+        }
+        return result
+    }
+
+    /// Per partner: what its jobs holding reservations will hold once placed (estimated on the reserved host).
+    func reservedHoldings(round: SharingRound, on connection: PostgresConnection) async throws -> [Int64: ShareVector] {
+        var result: [Int64: ShareVector] = [:]
+        for try await (partner, host, cpu, memory, gpus) in try await connection.query(
+            """
+            select j.partner_id, r.host_id, j.cpu_millis, j.memory_bytes, j.gpus from reservations r join jobs j on j.id = r.job_id
+            where j.state = 'queued'
+            """, logger: logger
+        ).decode((Int64, Int64, Int32, Int64, Int32).self) {
+            let weight = gpus == 0 ? 0 : round.pool.hostGPUWeight[host] ?? 1
+            result[partner, default: .zero] += ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: weight * Double(gpus))
+        }
+        return result
     }
 }
 

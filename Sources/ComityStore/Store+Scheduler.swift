@@ -130,7 +130,7 @@ extension Store {
             capacity: pool.capacity)
         let ordered = pending.filter { reservedHost[$0.id] == nil }
         var unplaced: [PendingJob] = []
-        while let index = queue.next() {
+        while placements.count < configuration.passHeadLimit, let index = queue.next() {
             let job = ordered[index]
             let placed = round.place(job, eligible: { memo.eligible($0, $1) })
             queue.record(index, holding: placed?.holding)
@@ -138,15 +138,16 @@ extension Store {
         }
         clock.lap("fair_share_and_placer")
         clock.count("rule_evaluations", memo.evaluated)
-        let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
-        clock.lap("write")
+        // Reclaims first: their row locks must come before the ledger's lock, which the write takes.
         if !unplaced.isEmpty, configuration.reclaimsPerPass > 0 {
             try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
             clock.lap("reclaims")
         }
+        let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
+        clock.lap("write")
         return PassResult(
             examined: pending.count, hosts: pool.hosts.count, placed: placed,
-            headWasFull: head.count >= configuration.passHeadLimit && placed > 0)
+            headWasFull: placed > 0 && (placements.count >= configuration.passHeadLimit || Self.someProjectHeadFull(head, limit: configuration.passHeadLimit)))
     }
 
     /// A queued job as a pass reads it.
@@ -170,8 +171,10 @@ extension Store {
         """
 
     /// The head of every project's queue: each project's first jobs (priority, then submission), the bounded head
-    /// divided among the projects that have queued jobs (at least 2 each). Projects are found by a loose index scan
-    /// (one index probe per project), so the cost follows the number of projects, not of queued jobs.
+    /// divided among the projects that have queued jobs (at least ``minimumPerProject`` each; a pass places at most
+    /// the head limit). Projects are found by a loose index scan (one index probe per project), so the cost follows
+    /// the number of projects, not of queued jobs. A project whose first jobs cannot run waits behind them, as a
+    /// Slurm partition's does past its scheduling depth.
     func queuedHead(on connection: PostgresConnection) async throws -> [QueuedRow] {
         try await decodeQueued(connection.query(PostgresQuery(unsafeSQL: Self.queuedHeadSQL(limit: configuration.passHeadLimit)), logger: logger))
     }
@@ -185,7 +188,7 @@ extension Store {
             select (select j.project_id from jobs j where j.state = 'queued' and j.project_id > p.project_id order by j.project_id limit 1)
             from p where p.project_id is not null
         ), n as (
-            select greatest(2, \(limit) / greatest(1, count(*))) as per_project from p where project_id is not null
+            select greatest(\(minimumPerProject), \(limit) / greatest(1, count(*))) as per_project from p where project_id is not null
         )
         select \(queuedColumns)
         from p cross join lateral (
@@ -193,8 +196,20 @@ extension Store {
             order by j.priority desc, j.id limit (select per_project from n)
         ) j
         where p.project_id is not null
+        order by p.project_id, j.priority desc, j.id
         """
     }
+
+    /// Whether some project's head was cut at its share of the head limit (another pass may place more).
+    static func someProjectHeadFull(_ head: [QueuedRow], limit: Int) -> Bool {
+        var counts: [Int64: Int] = [:]
+        for row in head { counts[row.projectID, default: 0] += 1 }
+        let perProject = max(Self.minimumPerProject, limit / max(1, counts.count))
+        return counts.values.contains { $0 >= perProject }
+    }
+
+    /// Each project's head holds at least this many jobs, however many projects have queued jobs.
+    static let minimumPerProject = 8
 
     func queuedJobs(_ ids: [Int64], on connection: PostgresConnection) async throws -> [QueuedRow] {
         try await decodeQueued(

@@ -139,8 +139,8 @@ extension Store {
 
     // MARK: Accounting
 
-    /// Brings contribution and usage up to now: every active host with a fresh heartbeat adds its capacity × the
-    /// time since the last run (at most three intervals: a server that was away does not credit hosts for it);
+    /// Brings contribution and usage up to now: every active host with a fresh heartbeat whose partner lends to
+    /// guests adds its capacity (× the partner's lending limit, if any) × the time since the last run (at most three intervals: a server that was away does not credit hosts for it);
     /// every attempt adds what it held × the time it held it since then; everything older decays by the half-life.
     /// One replica does it at a time (the others skip).
     ///
@@ -153,7 +153,15 @@ extension Store {
             ).decode(Double.self).collect()
             guard let elapsed = state.first, elapsed >= 1 else { return false }
             let context = try await sharingContext(on: connection)
+            let rules = try await policyContext(on: connection).active()
             let credit = min(elapsed, Double(3 * configuration.accountingIntervalSeconds))
+            // Offered to the commons: a partner whose donor policy permits no guests offers nothing; one with a
+            // lending limit offers that fraction of its hosts.
+            var offeredFraction: [Int64: Double] = [:]
+            for (id, partner) in context.partners {
+                guard case .donorPolicy(let policy)? = rules.donors[partner.name]?.document.body, !policy.permit.isEmpty else { continue }
+                offeredFraction[id] = partner.lendLimit ?? 1
+            }
             var hostGPUs: [Int64: [GPU]] = [:]
             var hostPartner: [Int64: Int64] = [:]
             var offered: [(host: Int64, capacity: ShareVector)] = []
@@ -167,8 +175,8 @@ extension Store {
                 let gpus = try gpuCache.gpus(host: id, json: gpusText)
                 hostGPUs[id] = gpus
                 hostPartner[id] = partner
-                if fresh {
-                    offered.append((id, ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: context.weights.weighted(gpus))))
+                if fresh, let fraction = offeredFraction[partner], fraction > 0 {
+                    offered.append((id, ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: context.weights.weighted(gpus)) * fraction))
                 }
             }
             var contributed: [Int64: ShareVector] = [:]

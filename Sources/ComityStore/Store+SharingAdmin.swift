@@ -139,6 +139,8 @@ extension Store {
         guard reason.count <= 500 else { throw StoreError(.invalid, "expected at most 500 characters", field: "reason") }
         let id = try await transaction { connection in
             let partnerID = try await partnerID(request.partner, field: "partner", on: connection)
+            // Concurrent grants to one partner wait for each other (else the second would break grants_active).
+            try await connection.query("select 1 from partners where id = \(partnerID) for no key update", logger: logger)
             // Two statements: a data-modifying CTE's update is not seen by the same statement's unique check.
             try await connection.query(
                 """
@@ -151,6 +153,7 @@ extension Store {
                 values (\(partnerID), \(request.kind.rawValue), \(request.fraction), \(reason), \(principal.id)) returning id
                 """, logger: logger
             ).decode(Int64.self).collect().first!
+            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
             try await audit(
                 "grant-added", actor: principal.name, partners: [request.partner],
                 body: .object([
@@ -172,6 +175,7 @@ extension Store {
                 """, logger: logger
             ).decode((String, String, Double).self).collect()
             guard let (partner, kind, fraction) = rows.first else { return false }
+            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
             try await audit(
                 "grant-revoked", actor: principal.name, partners: [partner],
                 body: .object(["grant": .number(Double(id)), "kind": .string(kind), "fraction": .number(fraction)]), on: connection)
@@ -255,6 +259,20 @@ extension Store {
                 let known = try await connection.query("select 1 from regions where name = \(region)", logger: logger).decode(Int.self).collect()
                 guard !known.isEmpty else { throw StoreError(.invalid, "unknown region \"\(region)\"", field: "region") }
             }
+            // A quota an admin set is the admins' to change.
+            if principal.role != .admin {
+                let setByAdmin = try await connection.query(
+                    """
+                    select coalesce(p.role = 'admin', false) from quotas q left join principals p on p.id = q.set_by
+                    where q.scope = \(request.scope.rawValue) and q.partner_id is not distinct from \(partnerID)
+                      and q.project_id is not distinct from \(projectID) and q.region is not distinct from \(request.region)
+                    for update of q
+                    """, logger: logger
+                ).decode(Bool.self).collect()
+                if setByAdmin.first == true {
+                    throw StoreError(.forbidden, "an admin set this quota; only admins change it", field: "subject")
+                }
+            }
             let id = try await connection.query(
                 """
                 insert into quotas (scope, partner_id, project_id, region, gpus, cpu_millis, memory_bytes, set_by)
@@ -284,13 +302,17 @@ extension Store {
         try await transaction { connection in
             let rows = try await connection.query(
                 """
-                select q.scope, coalesce(q.partner_id, pr.partner_id), p.name from quotas q left join projects pr on pr.id = q.project_id
-                join partners p on p.id = coalesce(q.partner_id, pr.partner_id) where q.id = \(id) for update of q
+                select q.scope, coalesce(q.partner_id, pr.partner_id), p.name, coalesce(u.role = 'admin', false)
+                from quotas q left join projects pr on pr.id = q.project_id
+                join partners p on p.id = coalesce(q.partner_id, pr.partner_id) left join principals u on u.id = q.set_by
+                where q.id = \(id) for update of q
                 """, logger: logger
-            ).decode((String, Int64, String).self).collect()
-            guard let (scope, owner, partner) = rows.first else { return false }
+            ).decode((String, Int64, String, Bool).self).collect()
+            guard let (scope, owner, partner, setByAdmin) = rows.first else { return false }
             switch principal.role {
             case .admin: break
+            case .partnerAdmin where principal.partnerID == owner && scope == "project" && setByAdmin:
+                throw StoreError(.forbidden, "an admin set this quota; only admins remove it")
             case .partnerAdmin where principal.partnerID == owner && scope == "project": break
             case .partnerAdmin where principal.partnerID == owner: throw StoreError(.forbidden, "only admins remove a partner's quota")
             default: return false
@@ -367,6 +389,7 @@ extension Store {
             } else {
                 try await connection.query("delete from gpu_weights where pattern = \(pattern)", logger: logger)
             }
+            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
             try await audit(
                 "gpu-weight-set", actor: principal.name, body: .object(["pattern": .string(pattern), "weight": weight.map(JSONValue.number) ?? .null]),
                 on: connection)

@@ -208,6 +208,38 @@ struct SharingStoreTests {
         }
     }
 
+    @Test("a partner below its share reclaims from a borrower, but only where sharing would admit its job: a service that cannot be a guest there reclaims nothing")
+    func fairShareReclaimOnlyWhereAdmitted() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let commons = try await Commons.make(client)
+            _ = try await commons.seed.enroll("tum-1", cpus: 4)
+            _ = try await commons.seed.enroll("uon-1", partner: "uon", region: "ke-nbo-1", cpus: 1)
+            _ = try await commons.store.addPartner(Partner(name: "kit", jurisdiction: "DE"))
+            _ = try await commons.store.addProject(Project(name: "kit-lab", partner: "kit"))
+            try await commons.account(after: 60, on: client)
+            // kit has no hardware: its job borrows tum's host.
+            let borrower = try await commons.submit("borrower", project: "kit-lab", cpus: 4)
+            _ = try await commons.store.schedulingPass()
+            #expect(try await commons.seed.state(borrower).host == "tum-1")
+
+            // uon is owed its share, but a service that did not opt in to preemption may not be a guest on tum's host:
+            // no victim is chosen and no host reserved for it.
+            let service = try await commons.submit("svc", project: "asr", cpus: 4, kind: .inference)
+            _ = try await commons.store.schedulingPass()
+            #expect(try await client.query("select count(*) from attempts where stop_after is not null", logger: logger).decode(Int64.self).collect() == [0])
+            #expect(try await client.query("select count(*) from reservations", logger: logger).decode(Int64.self).collect() == [0])
+
+            // A batch job of the same size may: kit's guest is told to stop for it.
+            let batch = try await commons.submit("batch", project: "asr", cpus: 4)
+            _ = try await commons.store.schedulingPass()
+            let stops = try await client.query("select stop_reason from attempts where stop_after is not null", logger: logger).decode(String?.self).collect()
+            #expect(stops.count == 1)
+            #expect(stops.first??.contains("job \(batch) of a partner below its share") == true, "\(stops)")
+            #expect(try await client.query("select job_id from reservations", logger: logger).decode(Int64.self).collect() == [batch])
+            #expect(try await commons.seed.state(service).state == .queued)
+        }
+    }
+
     @Test("borrowing and lending limits, and services as guests, keep jobs off other partners' hosts with a reason")
     func limitsAndServices() async throws {
         try await TestDatabase.withDatabase { client, _ in
@@ -258,15 +290,19 @@ struct SharingStoreTests {
             configuration.shareHalfLifeSeconds = 86_400
             let commons = try await Commons.make(client, configuration: configuration)
             _ = try await commons.seed.enroll("tum-1", cpus: 8, memory: 16 << 30)
-            _ = try await commons.seed.enroll("uon-1", partner: "uon", region: "ke-nbo-1", cpus: 2, memory: 4 << 30)
+            _ = try await commons.seed.enroll("uon-1", partner: "uon", region: "ke-nbo-1", cpus: 4, memory: 8 << 30)
+            // uon lends half of its hosts; kit lends nothing (no donor policy): it contributes nothing.
+            _ = try await commons.store.setLending(partner: "uon", LendingRequest(borrowLimit: nil, lendLimit: 0.5, lendsNonReclaimable: false), by: commons.uon)
+            _ = try await commons.store.addPartner(Partner(name: "kit", jurisdiction: "DE"))
+            _ = try await commons.seed.enroll("kit-1", partner: "kit", cpus: 64)
             try await commons.account(after: 60, on: client)
             let contribution = try await client.query("select p.name, c.cpu, c.memory from partner_contribution c join partners p on p.id = c.partner_id order by 1", logger: logger)
                 .decode((String, Double, Double).self).collect()
-            #expect(contribution.count == 2)
+            #expect(contribution.count == 2)  // kit has no row
             // 60 s × 8 cores and × 16 GiB, within the time the statement itself took.
             #expect(abs(contribution[0].1 - 480) / 480 < 0.05 && contribution[0].0 == "tum")
             #expect(abs(contribution[0].2 - 960) / 960 < 0.05)
-            #expect(abs(contribution[1].1 - 120) / 120 < 0.05)
+            #expect(abs(contribution[1].1 - 120) / 120 < 0.05)  // half of 4 cores × 60 s
             // A later run decays what was there and adds to it (with a half-life of a day, 60 s decay by 0.05%):
             // tum's 480 core-seconds become about 480 + 8 × 60.
             try await commons.account(after: 60, on: client)
