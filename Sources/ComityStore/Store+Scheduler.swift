@@ -352,6 +352,18 @@ extension Store {
                     freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count, partnerID: partner, policyKey: key,
                     region: region))
         }
+        // Attempts still held on hosts that left the pool (down, draining) count for quotas, lending and standings
+        // until they end: their hosts' region, owner and GPUs too.
+        let missing = Array(Set(holdings.map(\.hostID)).filter { pool.hostRegion[$0] == nil })
+        if !missing.isEmpty {
+            for try await (id, region, partner, gpusText) in try await connection.query(
+                "select id, region, partner_id, gpus::text from hosts where id = any(\(missing)::bigint[])", logger: logger
+            ).decode((Int64, String, Int64, String).self) {
+                pool.hostRegion[id] = region
+                pool.hostPartner[id] = partner
+                pool.hostGPUs[id] = try gpuCache.gpus(host: id, json: gpusText)
+            }
+        }
         return pool
     }
 

@@ -96,6 +96,26 @@ struct SharingStoreTests {
         }
     }
 
+    @Test("a regional quota counts attempts on a host that went down until they end")
+    func regionalQuotaCountsDownHosts() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let commons = try await Commons.make(client)
+            let first = try await commons.seed.enroll("tum-1", cpus: 4)
+            _ = try await commons.store.setQuota(QuotaRequest(scope: .project, subject: "llm", region: "eu-de-1", cpus: "1"), by: commons.tum)
+            let running = try await commons.submit("running", project: "llm")
+            _ = try await commons.store.schedulingPass()
+            #expect(try await commons.seed.state(running).host == "tum-1")
+            // tum-1 goes silent (its attempt's lease has not expired yet); a second host joins in the same region.
+            try await client.query("update hosts set state = 'down' where id = \(first.host)", logger: logger)
+            _ = try await commons.seed.enroll("tum-2", cpus: 4)
+            let waiting = try await commons.submit("waiting", project: "llm")
+            _ = try await commons.store.schedulingPass()
+            #expect(try await commons.seed.state(waiting).state == .queued)
+            let why = try #require(try await commons.store.why(job: waiting, scope: .all))
+            #expect(why.hosts.first { $0.host == "tum-2" }?.reasons.contains { $0.code == .quota && $0.detail.contains("cpus 1/1") } == true)
+        }
+    }
+
     @Test("fair share interleaves partners: with equal contributions each gets half of a full pool, whoever submitted first")
     func fairShareInterleaves() async throws {
         try await TestDatabase.withDatabase { client, _ in
