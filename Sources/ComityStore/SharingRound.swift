@@ -75,7 +75,7 @@ struct SharingRound {
 
     func quotaBlocked(_ job: PendingJob) -> Bool { admission.quotaBlocked(job) }
 
-    /// A service that did not opt in to preemption.
+    /// A job that does not allow preemption (a service unless it opted in, a batch job with `preemptible: false`).
     func isService(_ job: PendingJob) -> Bool { admission.preemptible[job.id] == false }
 
     /// Places `job` where sharing and the rules admit it, best fit first; updates what everyone holds.
