@@ -76,7 +76,7 @@ extension Routes {
             let pattern = try Self.pathText(context.parameters.require("pattern"))
             let body = try await request.decodeBody(WeightBody.self, context: context)
             try await store.setGPUWeight(pattern, weight: body.weight, by: principal)
-            return try json(GPUWeight(pattern: pattern, weight: body.weight))
+            return try json(GPUWeight(pattern: pattern.lowercased(), weight: body.weight))
         }
         router.delete("/v1/gpu-weights/:pattern") { _, context -> Response in
             let principal = try context.require(.admin, action: "remove GPU weights")
