@@ -88,7 +88,9 @@ extension Store {
         let active = context.active(at: now)
         // What does not depend on the host, once for all hosts.
         let prepared = active.prepare(facts)
-        let jobReasons = prepared.jobReasons + (sharing?.job ?? [])
+        // A job the rules can never admit is rejected: sharing has nothing to add.
+        let rejectedByRules = prepared.jobReasons.contains { $0.category == .job }
+        let jobReasons = prepared.jobReasons + (rejectedByRules ? [] : sharing?.job ?? [])
         var verdicts: [HostVerdict] = []
         var waysOutInput: [(jurisdiction: String, reasons: [Reason])] = []
         for host in hosts {
@@ -107,15 +109,17 @@ extension Store {
                     admittedBy: verdict.failures.isEmpty ? verdict.admittedBy : []))
             waysOutInput.append((host.facts.jurisdiction, reasons))
         }
-        let perHost = verdicts.map { verdict in verdict.eligible ? [] : verdict.reasons.isEmpty ? jobReasons : verdict.reasons }
+        // FAIR_SHARE orders, it does not bar: it is listed, but not as what keeps the job off hosts.
+        let barring = jobReasons.filter { $0.code != .fairShare }
+        let perHost = verdicts.map { verdict in verdict.eligible ? [] : verdict.reasons.isEmpty ? barring : verdict.reasons }
         var summary = ExplanationText.summary(perHost.map { $0.filter { $0.code != .busy } })
         let busy = verdicts.filter { $0.eligible && $0.reasons.contains { $0.code == .busy } }.count
         if busy > 0 { summary += "; \(busy) of the eligible busy now" }
-        if !jobReasons.isEmpty { summary = "job: " + jobReasons.map(\.label).joined(separator: ", ") + "; " + summary }
+        if !barring.isEmpty { summary = "job: " + barring.map(\.label).joined(separator: ", ") + "; " + summary }
         let rejected = jobReasons.contains { $0.category == .job }
         var explanation = Explanation(
             job: nil, outcome: rejected && outcome == .pending ? .rejected : outcome, summary: summary, policyVersion: active.id, evaluatedAt: now,
-            jobReasons: jobReasons, hosts: verdicts, waysOut: jobReasons.isEmpty ? ExplanationText.waysOut(waysOutInput) : [],
+            jobReasons: jobReasons, hosts: verdicts, waysOut: barring.isEmpty ? ExplanationText.waysOut(waysOutInput) : [],
             permittedJurisdictions: nil)
         explanation.sharing = sharing?.summary
         return explanation
@@ -157,13 +161,24 @@ extension Store {
         }
         let standing = round.partnerStandings[job.partnerID] ?? ShareStanding(entitled: .zero)
         let name = sharing.partners[job.partnerID]?.name ?? "#\(job.partnerID)"
+        let ratio = standing.ratio(capacity: pool.capacity)
+        if ratio > 1 + 1e-9 {
+            // Not a bar, an order: jobs of partners further below their share are considered first.
+            jobReasons.append(
+                Reason(
+                    .fairShare, subject: name, category: .sharing,
+                    detail: ratio >= 1e9
+                        ? "\(name) is entitled to no share of the pools: its jobs are considered after every entitled partner's (its own hosts always take them)"
+                        : String(format: "%@ has had more than its share (ratio %.2f, factor %.2f): jobs of partners below their share are considered first", name, ratio, standing.factor(capacity: pool.capacity)),
+                    brief: ratio >= 1e9 ? "no entitlement" : String(format: "ratio %.2f", ratio)))
+        }
         let held = standing.allocated.fraction(of: pool.capacity)
         func shares(_ vector: ShareVector) -> String {
             ResourceKind.allCases.map { "\(SharingRound.Admission.percent(vector[$0])) \($0.rawValue)" }.joined(separator: ", ")
         }
         var summary =
             "fair share: \(name) is entitled to \(shares(standing.entitled)) and holds \(shares(held)); "
-            + String(format: "ratio %.2f, factor %.2f", standing.ratio(capacity: pool.capacity), standing.factor(capacity: pool.capacity))
+            + String(format: "ratio %.2f, factor %.2f", ratio, standing.factor(capacity: pool.capacity))
             + (standing.heldRatio(capacity: pool.capacity) > 1 + 1e-9 ? " (borrowing: its guests may be reclaimed)" : "")
         if let mine = reservations.first(where: { $0.0 == job.id }) {
             summary += "; reclaiming \(mine.2) for this job: guests there stop after the donor's grace"

@@ -189,6 +189,11 @@ struct SharingStoreTests {
             _ = try await commons.store.schedulingPass()
             #expect(try await commons.seed.state(owner).host == "tum-1")
             #expect(try await commons.seed.state(guest).state == .queued)
+            // Its partner is entitled to nothing: why says so with FAIR_SHARE, an order, not what bars the hosts.
+            let guestWhy = try #require(try await commons.store.why(job: guest, scope: .all))
+            let fairShare = try #require(guestWhy.jobReasons.first { $0.code == .fairShare })
+            #expect(fairShare.subject == "uon" && fairShare.detail.contains("entitled to no share"))
+            #expect(!guestWhy.summary.contains("FAIR_SHARE"), "\(guestWhy.summary)")
             #expect(try await client.query("select count(*) from reservations", logger: logger).decode(Int64.self).collect() == [0])
 
             // The owner's job ends; the guest runs again; a new owner job does not preempt it within the cool-down.

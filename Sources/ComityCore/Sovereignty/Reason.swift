@@ -34,6 +34,7 @@ public struct Reason: Sendable, Hashable, Codable {
         case lendLimit = "LEND_LIMIT"
         case serviceGuest = "SERVICE_GUEST"
         case reserved = "RESERVED"
+        case fairShare = "FAIR_SHARE"
         // What admitted a host (explanations of placed jobs).
         case residencyOK = "RESIDENCY_OK"
         case exportOK = "EXPORT_OK"
