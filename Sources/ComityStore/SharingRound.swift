@@ -130,12 +130,6 @@ extension SharingRound.Admission {
         quotas.exceeded(partnerID: job.partnerID, projectID: job.projectID, region: nil, SharingRound.usage(job.resources)) != nil
     }
 
-    /// What a request would hold on a host (its GPUs weighed at the host's mean GPU weight).
-    func estimate(_ request: ResourceRequest, on host: HostAvailability) -> ShareVector {
-        let weight = request.gpus == 0 ? 0 : pool.hostGPUWeight[host.id] ?? 1
-        return ShareVector(cpuMillis: request.cpuMillis, memoryBytes: request.memoryBytes, weightedGPUs: weight * Double(request.gpus))
-    }
-
     /// Whether `host` admits `job` as far as sharing goes (the caller checks the rules).
     func admits(_ job: PendingJob, service: Bool, on host: HostAvailability) -> Bool {
         // The common cases, without arithmetic: an own host, or no limits at all.
@@ -159,7 +153,7 @@ extension SharingRound.Admission {
             reasons.append(Self.quotaReason(quota, held, resource))
         }
         if host.partnerID == job.partnerID { return reasons }
-        let holding = estimate(job.resources, on: host)
+        let holding = pool.estimate(job.resources, onHost: host.id)
         let donor = sharing.partners[host.partnerID]
         if let limit = donor?.lendLimit {
             let capacity = pool.partnerCapacity[host.partnerID] ?? .zero
@@ -216,4 +210,12 @@ extension SharingRound.Admission {
             brief: "\(resource) at limit")
     }
 
+}
+
+extension Store.Pool {
+    /// What a request would hold on a host (its GPUs weighed at the host's mean GPU weight).
+    func estimate(_ request: ResourceRequest, onHost host: Int64) -> ShareVector {
+        let weight = request.gpus == 0 ? 0 : hostGPUWeight[host] ?? 1
+        return ShareVector(cpuMillis: request.cpuMillis, memoryBytes: request.memoryBytes, weightedGPUs: weight * Double(request.gpus))
+    }
 }

@@ -74,9 +74,7 @@ extension Store {
             let taken = Set(plan.victims.map(\.attemptID))
             guestsByHost[plan.hostID]?.removeAll { taken.contains($0.attemptID) }
             for victim in plan.victims { standings[victim.partnerID]?.allocated -= victim.holding }
-            if let index = hostIndex[plan.hostID] {
-                standings[job.partnerID, default: ShareStanding(entitled: .zero)].allocated += round.admission.estimate(job.resources, on: round.hosts[index])
-            }
+            standings[job.partnerID, default: ShareStanding(entitled: .zero)].allocated += round.pool.estimate(job.resources, onHost: plan.hostID)
             let own = round.pool.hostPartner[plan.hostID] == job.partnerID
             let host = round.pool.factsByHost[plan.hostID]
             let grace = host.map { donorGrace(context.snapshot, host: $0, at: now) } ?? DonorPolicy.defaultGraceSeconds
@@ -170,8 +168,8 @@ extension Store {
             where j.state = 'queued'
             """, logger: logger
         ).decode((Int64, Int64, Int32, Int64, Int32).self) {
-            let weight = gpus == 0 ? 0 : round.pool.hostGPUWeight[host] ?? 1
-            result[partner, default: .zero] += ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: weight * Double(gpus))
+            result[partner, default: .zero] += round.pool.estimate(
+                ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus)), onHost: host)
         }
         return result
     }

@@ -78,7 +78,7 @@ extension Store {
         var head = try await queuedHead(on: connection)
         let reservedHost = Dictionary(reservations.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
         if !reservedHost.isEmpty {
-            let inHead = Set(head.map(\.id))
+            let inHead = Set(head.map(\.job.id))
             let missing = reservedHost.keys.filter { !inHead.contains($0) }
             if !missing.isEmpty { head += try await queuedJobs(missing, on: connection) }
         }
@@ -94,9 +94,7 @@ extension Store {
         var classes: [JobFacts: Int] = [:]
         var classFacts: [JobFacts] = []
         for row in head {
-            var facts = JobPolicyRow(
-                id: row.id, projectID: row.projectID, partnerID: row.partnerID, kind: row.kind, inputs: row.inputs, maxRuntimeSeconds: row.maxRuntimeSeconds
-            ).facts(context)
+            var facts = row.job.facts(context)
             // Deciding only: projects the rules cannot tell apart share a class.
             if let representative = context.decisionProject[facts.project] { facts.project = representative }
             let policyClass: Int
@@ -108,8 +106,10 @@ extension Store {
                 classFacts.append(facts)
             }
             pending.append(
-                PendingJob(id: row.id, resources: row.resources, priority: row.priority, partnerID: row.partnerID, projectID: row.projectID, policyClass: policyClass))
-            preemptible[row.id] = row.preemptible
+                PendingJob(
+                    id: row.job.id, resources: row.resources, priority: row.priority, partnerID: row.job.partnerID, projectID: row.job.projectID,
+                    policyClass: policyClass))
+            preemptible[row.job.id] = row.preemptible
         }
         clock.lap("job_classes")
         let pool = try await availableHosts(context, sharing: sharing, on: connection)
@@ -125,10 +125,8 @@ extension Store {
             let host = reservedHost[job.id]!
             if let placed = round.place(job, onlyOn: host, eligible: { memo.eligible($0, $1) }) { placements.append(placed) }
         }
-        var queue = FairShareQueue(
-            jobs: pending.filter { reservedHost[$0.id] == nil }, partners: round.partnerStandings, projects: round.projectStandings,
-            capacity: pool.capacity)
         let ordered = pending.filter { reservedHost[$0.id] == nil }
+        var queue = FairShareQueue(jobs: ordered, partners: round.partnerStandings, projects: round.projectStandings, capacity: pool.capacity)
         var unplaced: [PendingJob] = []
         while placements.count < configuration.passHeadLimit, let index = queue.next() {
             let job = ordered[index]
@@ -152,14 +150,10 @@ extension Store {
 
     /// A queued job as a pass reads it.
     struct QueuedRow: Sendable {
-        var id: Int64
+        /// What the rules read of it.
+        var job: JobPolicyRow
         var resources: ResourceRequest
         var priority: Int
-        var projectID: Int64
-        var partnerID: Int64
-        var kind: JobKind
-        var inputs: [String]
-        var maxRuntimeSeconds: Int64
         var preemptible: Bool
         var policyGeneration: Int64
         var sharingGeneration: Int64
@@ -203,7 +197,7 @@ extension Store {
     /// Whether some project's head was cut at its share of the head limit (another pass may place more).
     static func someProjectHeadFull(_ head: [QueuedRow], limit: Int) -> Bool {
         var counts: [Int64: Int] = [:]
-        for row in head { counts[row.projectID, default: 0] += 1 }
+        for row in head { counts[row.job.projectID, default: 0] += 1 }
         let perProject = max(Self.minimumPerProject, limit / max(1, counts.count))
         return counts.values.contains { $0 >= perProject }
     }
@@ -223,10 +217,10 @@ extension Store {
         {
             result.append(
                 QueuedRow(
-                    id: id,
+                    job: JobPolicyRow(
+                        id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime),
                     resources: ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
-                    priority: Int(priority), projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs,
-                    maxRuntimeSeconds: runtime, preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing))
+                    priority: Int(priority), preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing))
         }
         return result
     }
@@ -294,9 +288,9 @@ extension Store {
 
         /// What CPUs, memory and the GPUs `gpuIndices` of a host count for (a GPU the pool does not know weighs 1).
         func weighted(_ request: ResourceRequest, gpuIndices: [Int], on host: Int64, weights: GPUWeights) -> ShareVector {
-            let gpus = hostGPUs[host] ?? []
-            let weighted = gpuIndices.reduce(0.0) { total, index in total + (gpus.first { $0.index == index }.map { weights.weight(of: $0.model) } ?? 1) }
-            return ShareVector(cpuMillis: request.cpuMillis, memoryBytes: request.memoryBytes, weightedGPUs: weighted)
+            ShareVector(
+                cpuMillis: request.cpuMillis, memoryBytes: request.memoryBytes,
+                weightedGPUs: weights.weighted(indices: gpuIndices, of: hostGPUs[host] ?? []))
         }
     }
 

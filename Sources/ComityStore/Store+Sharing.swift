@@ -190,8 +190,7 @@ extension Store {
                 where (a.state in ('assigned', 'running') or a.ended_at > s.accounted_at) and a.project_id is not null
                 """, logger: logger
             ).decode((Int64, Int64, Int64, Int32, Int64, [Int32], Double).self) where seconds > 0 {
-                let gpus = hostGPUs[host] ?? []
-                let weighted = indices.reduce(0.0) { total, index in total + (gpus.first { $0.index == Int(index) }.map { context.weights.weight(of: $0.model) } ?? 1) }
+                let weighted = context.weights.weighted(indices: indices.map(Int.init), of: hostGPUs[host] ?? [])
                 let amount = ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: weighted) * seconds
                 used[project] = (partner, (used[project]?.amount ?? .zero) + amount)
             }

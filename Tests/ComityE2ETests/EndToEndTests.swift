@@ -13,9 +13,7 @@ struct PoolTrait: SuiteTrait, TestScoping {
     var isRecursive: Bool { false }
 
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let pool = try Pool()
-        do {
-            try await pool.start()
+        try await Pool.serve(function) { pool in
             try await pool.cliOK(["jurisdictions", "add", "EU"])
             try await pool.cliOK(["jurisdictions", "add", "DE", "--within", "EU"])
             try await pool.cliOK(["jurisdictions", "add", "KE"])
@@ -35,14 +33,7 @@ struct PoolTrait: SuiteTrait, TestScoping {
             try await pool.startAgent(
                 "gpu-a", partner: "uon", region: "ke-nbo-1",
                 resources: "{cpus: 8, memory: 32Gi, gpus: [{model: NVIDIA A100-SXM4-40GB, memory: 40Gi, uuid: GPU-a0}]}")
-            try await Pool.$current.withValue(pool) { try await function() }
-        } catch {
-            print("--- server log ---\n\(pool.log("server.log").suffix(4000))")
-            for name in pool.agents.keys.sorted() { print("--- agent \(name) ---\n\(pool.log("agent-\(name).log").suffix(2000))") }
-            await pool.stop()
-            throw error
         }
-        await pool.stop()
     }
 }
 

@@ -51,6 +51,23 @@ final class Pool: @unchecked Sendable {
         port = try Self.freePort()
     }
 
+    /// Starts a pool, lets `setUp` build its federation and agents, runs `function` with the pool as
+    /// `Pool.current`, and stops everything; when anything throws, prints the server's and agents' logs first.
+    static func serve(_ function: @Sendable () async throws -> Void, setUp: (Pool) async throws -> Void) async throws {
+        let pool = try Pool()
+        do {
+            try await pool.start()
+            try await setUp(pool)
+            try await Pool.$current.withValue(pool) { try await function() }
+        } catch {
+            print("--- server log ---\n\(pool.log("server.log").suffix(4000))")
+            for name in pool.agents.keys.sorted() { print("--- agent \(name) ---\n\(pool.log("agent-\(name).log").suffix(2000))") }
+            await pool.stop()
+            throw error
+        }
+        await pool.stop()
+    }
+
     /// Starts the server with short leases so that lost agents are noticed within seconds.
     func start() async throws {
         serverPID = try await spawn(

@@ -9,9 +9,7 @@ struct SharingPoolTrait: SuiteTrait, TestScoping {
     var isRecursive: Bool { false }
 
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let pool = try Pool()
-        do {
-            try await pool.start()
+        try await Pool.serve(function) { pool in
             for arguments in [
                 ["jurisdictions", "add", "DE"], ["jurisdictions", "add", "KE"], ["jurisdictions", "add", "US"],
                 ["regions", "add", "ke-nbo-1", "--jurisdiction", "KE"], ["regions", "add", "eu-de-1", "--jurisdiction", "DE"],
@@ -21,22 +19,15 @@ struct SharingPoolTrait: SuiteTrait, TestScoping {
                 ["projects", "add", "asr", "--partner", "uon"], ["projects", "add", "llm", "--partner", "tum"],
             ] {
                 try await pool.cliOK(arguments)
-            }
-            let tumToken = try await pool.cliOK(["tokens", "create", "--role", "partner-admin", "--partner", "tum"]).lastLine
-            let donor = try pool.jobFile("donor-tum", "kind: donor-policy\nname: tum\ngrace: 2s\npermit:\n  - id: everyone\n")
-            try await pool.cliOK(["policy", "apply", donor], token: tumToken)
-            try await pool.donateToEveryone("mit")
-            pool.uonToken = try await pool.cliOK(["tokens", "create", "--role", "partner-admin", "--partner", "uon"]).lastLine
-            try await pool.cliOK(["datasets", "add", "ke-health", "--steward", "uon", "--class", "health", "--allow", "KE"], token: pool.uonToken)
-            try await pool.startAgent("de1", partner: "tum", region: "eu-de-1", resources: "{cpus: 2, memory: 4Gi}")
-            try await Pool.$current.withValue(pool) { try await function() }
-        } catch {
-            print("--- server log ---\n\(pool.log("server.log").suffix(4000))")
-            for name in pool.agents.keys.sorted() { print("--- agent \(name) ---\n\(pool.log("agent-\(name).log").suffix(2000))") }
-            await pool.stop()
-            throw error
         }
-        await pool.stop()
+        let tumToken = try await pool.cliOK(["tokens", "create", "--role", "partner-admin", "--partner", "tum"]).lastLine
+        let donor = try pool.jobFile("donor-tum", "kind: donor-policy\nname: tum\ngrace: 2s\npermit:\n  - id: everyone\n")
+        try await pool.cliOK(["policy", "apply", donor], token: tumToken)
+        try await pool.donateToEveryone("mit")
+        pool.uonToken = try await pool.cliOK(["tokens", "create", "--role", "partner-admin", "--partner", "uon"]).lastLine
+        try await pool.cliOK(["datasets", "add", "ke-health", "--steward", "uon", "--class", "health", "--allow", "KE"], token: pool.uonToken)
+        try await pool.startAgent("de1", partner: "tum", region: "eu-de-1", resources: "{cpus: 2, memory: 4Gi}")
+        }
     }
 }
 

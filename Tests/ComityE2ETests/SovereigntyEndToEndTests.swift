@@ -9,9 +9,7 @@ struct SovereignPoolTrait: SuiteTrait, TestScoping {
     var isRecursive: Bool { false }
 
     func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
-        let pool = try Pool()
-        do {
-            try await pool.start()
+        try await Pool.serve(function) { pool in
             for arguments in [
                 ["jurisdictions", "add", "EU"], ["jurisdictions", "add", "DE", "--within", "EU"], ["jurisdictions", "add", "KE"],
                 ["jurisdictions", "add", "US"], ["regions", "add", "ke-nbo-1", "--jurisdiction", "KE"],
@@ -21,23 +19,16 @@ struct SovereignPoolTrait: SuiteTrait, TestScoping {
                 ["projects", "add", "asr", "--partner", "uon", "--purpose", "health-research"], ["projects", "add", "llm", "--partner", "tum"],
             ] {
                 try await pool.cliOK(arguments)
-            }
-            for partner in ["tum", "mit"] { try await pool.donateToEveryone(partner) }
-            pool.uonToken = try await pool.cliOK(["tokens", "create", "--role", "partner-admin", "--partner", "uon"]).lastLine
-            try await pool.cliOK(
-                ["datasets", "add", "ke-health", "--steward", "uon", "--class", "health", "--allow", "KE", "--purpose", "health-research"],
-                token: pool.uonToken)
-            try await pool.startAgent("ke1", partner: "uon", region: "ke-nbo-1", resources: "{cpus: 2, memory: 4Gi}")
-            try await pool.startAgent("de1", partner: "tum", region: "eu-de-1", resources: "{cpus: 2, memory: 4Gi}")
-            try await pool.startAgent("us1", partner: "mit", region: "us-east-1", resources: "{cpus: 2, memory: 4Gi}")
-            try await Pool.$current.withValue(pool) { try await function() }
-        } catch {
-            print("--- server log ---\n\(pool.log("server.log").suffix(4000))")
-            for name in pool.agents.keys.sorted() { print("--- agent \(name) ---\n\(pool.log("agent-\(name).log").suffix(2000))") }
-            await pool.stop()
-            throw error
         }
-        await pool.stop()
+        for partner in ["tum", "mit"] { try await pool.donateToEveryone(partner) }
+        pool.uonToken = try await pool.cliOK(["tokens", "create", "--role", "partner-admin", "--partner", "uon"]).lastLine
+        try await pool.cliOK(
+            ["datasets", "add", "ke-health", "--steward", "uon", "--class", "health", "--allow", "KE", "--purpose", "health-research"],
+            token: pool.uonToken)
+        try await pool.startAgent("ke1", partner: "uon", region: "ke-nbo-1", resources: "{cpus: 2, memory: 4Gi}")
+        try await pool.startAgent("de1", partner: "tum", region: "eu-de-1", resources: "{cpus: 2, memory: 4Gi}")
+        try await pool.startAgent("us1", partner: "mit", region: "us-east-1", resources: "{cpus: 2, memory: 4Gi}")
+        }
     }
 }
 

@@ -227,10 +227,8 @@ struct AuditStoreTests {
             let seed = try await TestDatabase.seeded(client)
             let store = seed.store
             let researcher = try await store.createToken(CreateTokenRequest(role: .researcher, project: "asr"), by: seed.admin)
-            let uonAdmin = try #require(
-                try await store.principal(forToken: try await store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: "uon"), by: seed.admin).token))
-            let tumAdmin = try #require(
-                try await store.principal(forToken: try await store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: "tum"), by: seed.admin).token))
+            let uonAdmin = try await seed.partnerAdmin("uon")
+            let tumAdmin = try await seed.partnerAdmin("tum")
             #expect(try await store.revokeToken(researcher.id, by: tumAdmin) == nil, "another partner's token is invisible")
             #expect(try await store.principal(forToken: researcher.token) != nil)
             #expect(try await store.revokeToken(researcher.id, by: uonAdmin) == "researcher-asr")

@@ -20,11 +20,7 @@ struct SharingStoreTests {
 
         static func make(_ client: PostgresClient, configuration: Store.Configuration = .init()) async throws -> Commons {
             let seed = try await TestDatabase.seeded(client, configuration: configuration)
-            func partnerAdmin(_ partner: String) async throws -> Principal {
-                let token = try await seed.store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: partner), by: seed.admin).token
-                return try #require(try await seed.store.principal(forToken: token))
-            }
-            let commons = Commons(seed: seed, tum: try await partnerAdmin("tum"), uon: try await partnerAdmin("uon"))
+            let commons = Commons(seed: seed, tum: try await seed.partnerAdmin("tum"), uon: try await seed.partnerAdmin("uon"))
             for (partner, principal) in [("tum", commons.tum), ("uon", commons.uon)] {
                 _ = try await seed.store.apply(
                     PolicyApplyRequest(document: ["kind": "donor-policy", "name": .string(partner), "grace": "1s", "permit": [["id": "everyone"]]]),
@@ -44,6 +40,11 @@ struct SharingStoreTests {
         func account(after seconds: Int, on client: PostgresClient) async throws {
             try await client.query("update sharing_state set accounted_at = now() - make_interval(secs => \(Double(seconds)))", logger: TestDatabase.logger)
             #expect(try await store.accountSharing())
+        }
+
+        /// The single number a `select count(*)` returns.
+        func count(_ query: PostgresQuery, on client: PostgresClient) async throws -> Int64 {
+            try await client.query(query, logger: TestDatabase.logger).decode(Int64.self).collect().first ?? -1
         }
 
         func queued(_ jobs: [Int64]) async throws -> [Int64] {
@@ -126,7 +127,7 @@ struct SharingStoreTests {
             let shares = try await commons.store.shares()
             let entitled = Dictionary(uniqueKeysWithValues: shares.partners.map { ($0.partner, $0.entitled.cpu) })
             #expect(abs((entitled["tum"] ?? 0) - 0.5) < 1e-9 && abs((entitled["uon"] ?? 0) - 0.5) < 1e-9)
-            // tum floods the queue first; uon's jobs come later and with lower priority.
+            // tum floods the queue first; uon's jobs come later.
             var tumJobs: [Int64] = []
             for index in 0..<8 { tumJobs.append(try await commons.submit("t\(index)", project: "llm")) }
             var uonJobs: [Int64] = []
@@ -181,9 +182,7 @@ struct SharingStoreTests {
                 .decode((Int32, Bool).self).collect()
             #expect(retries.first! == (0, true))  // the preemption used no retry
             #expect(try await commons.store.events(job: guest).contains { $0.kind == "preempted" && $0.message.contains("job \(owner)") })
-            let audited = try await client.query("select count(*) from audit_log where kind = 'preempted' and job_id = \(guest)", logger: logger)
-                .decode(Int64.self).collect()
-            #expect(audited == [1])
+            #expect(try await commons.count("select count(*) from audit_log where kind = 'preempted' and job_id = \(guest)", on: client) == 1)
 
             // The next pass gives the host to the owner's job (its reservation), not back to the requeued guest.
             _ = try await commons.store.schedulingPass()
@@ -194,7 +193,7 @@ struct SharingStoreTests {
             let fairShare = try #require(guestWhy.jobReasons.first { $0.code == .fairShare })
             #expect(fairShare.subject == "uon" && fairShare.detail.contains("entitled to no share"))
             #expect(!guestWhy.summary.contains("FAIR_SHARE"), "\(guestWhy.summary)")
-            #expect(try await client.query("select count(*) from reservations", logger: logger).decode(Int64.self).collect() == [0])
+            #expect(try await commons.count("select count(*) from reservations", on: client) == 0)
 
             // The owner's job ends; the guest runs again; a new owner job does not preempt it within the cool-down.
             let ownerAttempt = try #require(try await commons.seed.state(owner).attempt)
@@ -205,9 +204,9 @@ struct SharingStoreTests {
             let again = try await commons.submit("owner-again", project: "llm", cpus: 4)
             _ = try await commons.store.schedulingPass()
             #expect(try await commons.seed.state(again).state == .queued)
-            let stops = try await client.query("select count(*) from attempts where job_id = \(guest) and stop_after is not null and state in ('assigned', 'running')", logger: logger)
-                .decode(Int64.self).collect()
-            #expect(stops == [0])
+            #expect(
+                try await commons.count(
+                    "select count(*) from attempts where job_id = \(guest) and stop_after is not null and state in ('assigned', 'running')", on: client) == 0)
         }
     }
 
@@ -227,9 +226,8 @@ struct SharingStoreTests {
             let owner = try await commons.submit("owner", project: "llm", cpus: 4, inputs: ["ke-health"])
             _ = try await commons.store.schedulingPass()
             #expect(try await commons.seed.state(owner).state == .queued)
-            let stops = try await client.query("select count(*) from attempts where stop_after is not null", logger: logger).decode(Int64.self).collect()
-            #expect(stops == [0])
-            #expect(try await client.query("select count(*) from reservations", logger: logger).decode(Int64.self).collect() == [0])
+            #expect(try await commons.count("select count(*) from attempts where stop_after is not null", on: client) == 0)
+            #expect(try await commons.count("select count(*) from reservations", on: client) == 0)
         }
     }
 
@@ -251,8 +249,8 @@ struct SharingStoreTests {
             // no victim is chosen and no host reserved for it.
             let service = try await commons.submit("svc", project: "asr", cpus: 4, kind: .inference)
             _ = try await commons.store.schedulingPass()
-            #expect(try await client.query("select count(*) from attempts where stop_after is not null", logger: logger).decode(Int64.self).collect() == [0])
-            #expect(try await client.query("select count(*) from reservations", logger: logger).decode(Int64.self).collect() == [0])
+            #expect(try await commons.count("select count(*) from attempts where stop_after is not null", on: client) == 0)
+            #expect(try await commons.count("select count(*) from reservations", on: client) == 0)
 
             // A batch job of the same size may: kit's guest is told to stop for it.
             let batch = try await commons.submit("batch", project: "asr", cpus: 4)

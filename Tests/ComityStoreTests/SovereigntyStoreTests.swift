@@ -21,11 +21,7 @@ struct SovereigntyStoreTests {
         static func make(_ client: PostgresClient) async throws -> Sovereign {
             let seed = try await TestDatabase.seeded(client)
             let store = seed.store
-            func partnerAdmin(_ partner: String) async throws -> Principal {
-                let token = try await store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: partner), by: seed.admin).token
-                return try #require(try await store.principal(forToken: token))
-            }
-            let sovereign = Sovereign(seed: seed, uon: try await partnerAdmin("uon"), tum: try await partnerAdmin("tum"))
+            let sovereign = Sovereign(seed: seed, uon: try await seed.partnerAdmin("uon"), tum: try await seed.partnerAdmin("tum"))
             try await sovereign.apply(["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["KE"]]], by: sovereign.uon)
             try await sovereign.apply(["kind": "donor-policy", "name": "tum", "permit": [["id": "everyone"]]], by: sovereign.tum)
             return sovereign

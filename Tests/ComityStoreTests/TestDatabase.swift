@@ -89,6 +89,12 @@ enum TestDatabase {
             return try await store.submit([spec], by: admin)[0]
         }
 
+        /// A partner admin of `partner`, as its token resolves.
+        func partnerAdmin(_ partner: String) async throws -> Principal {
+            let token = try await store.createToken(CreateTokenRequest(role: .partnerAdmin, partner: partner), by: admin).token
+            return try #require(try await store.principal(forToken: token))
+        }
+
         func state(_ job: Int64) async throws -> JobView {
             try #require(try await store.job(job, scope: .all))
         }

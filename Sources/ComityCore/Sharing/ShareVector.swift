@@ -95,6 +95,11 @@ public struct GPUWeights: Sendable, Hashable {
         gpus.reduce(0) { $0 + weight(of: $1.model) }
     }
 
+    /// The weighted count of the GPUs with these indices among a host's `gpus` (an index it does not list weighs 1).
+    public func weighted(indices: some Sequence<Int>, of gpus: [GPU]) -> Double {
+        indices.reduce(0) { total, index in total + (gpus.first { $0.index == index }.map { weight(of: $0.model) } ?? 1) }
+    }
+
     public static func == (a: GPUWeights, b: GPUWeights) -> Bool {
         a.patterns.map(\.0) == b.patterns.map(\.0) && a.patterns.map(\.1) == b.patterns.map(\.1)
     }
