@@ -20,6 +20,8 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
     package var killGrace: Duration
     /// How long one long-poll for assignments may be held by the server.
     package var pollWaitSeconds: Int
+    /// The runner every job goes through (`--runner`).
+    package var runner: RunnerKind
 
     package init(
         server: String?,
@@ -29,7 +31,8 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         name: String? = nil,
         labels: [String: String] = [:],
         killGrace: Duration = .seconds(10),
-        pollWaitSeconds: Int = 20
+        pollWaitSeconds: Int = 20,
+        runner: RunnerKind = .process
     ) {
         self.server = server
         self.joinToken = joinToken
@@ -39,6 +42,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         self.labels = labels
         self.killGrace = killGrace
         self.pollWaitSeconds = pollWaitSeconds
+        self.runner = runner
     }
 
     /// Redacts the join token.
@@ -46,7 +50,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         "AgentConfiguration(server: \(server ?? "(from credential)"), "
             + "joinToken: \(joinToken == nil ? "nil" : "<redacted>"), stateDirectory: \(stateDirectory.path), "
             + "resourcesFile: \(resourcesFile ?? "nil"), name: \(name ?? "(hostname)"), labels: \(labels), "
-            + "killGrace: \(killGrace))"
+            + "killGrace: \(killGrace), runner: \(runner.rawValue))"
     }
 
     /// Parses `--labels k=v,k2=v2`.

@@ -59,11 +59,13 @@ extension AgentService {
                     inherited: environment
                 ),
                 workDirectory: workDirectory,
-                maxRuntimeSeconds: assignment.spec.maxRuntimeSeconds
+                maxRuntimeSeconds: assignment.spec.maxRuntimeSeconds,
+                resources: assignment.spec.resources,
+                gpuDevices: JobEnvironment.visibleDevices(for: assignment).split(separator: ",").map(String.init),
+                attempt: assignment.attempt,
+                name: assignment.spec.name
             )
-            var runnerConfiguration = JobRunner.Configuration(killGrace: configuration.killGrace)
-            runnerConfiguration.logs = LogBatcher.Configuration()
-            let runner = JobRunner(configuration: runnerConfiguration, logger: logger)
+            let runner = makeExecutor(logger: logger)
             outcome = await runner.run(
                 job,
                 control: control,

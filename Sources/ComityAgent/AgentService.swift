@@ -114,18 +114,22 @@ package struct AgentService: Service, CustomStringConvertible {
 
     /// The host's resources: the `--resources` file when given, detection otherwise.
     func inventory() async throws -> HostResources {
+        var resources: HostResources
         if let file = configuration.resourcesFile {
             do {
-                return try ResourcesFile.load(path: file)
+                resources = try ResourcesFile.load(path: file)
             } catch {
                 throw AgentError(.configuration, "--resources \(file): \(error)")
             }
+        } else {
+            do {
+                resources = try await Inventory.detect(logger: logger)
+            } catch {
+                throw AgentError(.inventory, error.description)
+            }
         }
-        do {
-            return try await Inventory.detect(logger: logger)
-        } catch {
-            throw AgentError(.inventory, error.description)
-        }
+        resources.runtime = RuntimeProbe.detect(runner: configuration.runner)
+        return resources
     }
 
     /// Fails unless enrollment is possible: a join token and a server URL.

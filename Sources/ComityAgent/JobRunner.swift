@@ -1,4 +1,5 @@
 import ComityAPI
+import ComityCore
 import Foundation
 import Logging
 import Subprocess
@@ -15,7 +16,7 @@ import SystemPackage
 /// The runner knows nothing of the server: output goes to a sink closure, stop requests come through a
 /// ``JobControl``, and the result is an ``Outcome``. When the job's first process exits, whatever it left behind in
 /// its group is terminated too, so a finished job never leaves processes running.
-package struct JobRunner: Sendable {
+package struct JobRunner: JobExecutor {
     package struct Configuration: Sendable {
         /// Time between `SIGTERM` and `SIGKILL` when a job is stopped.
         package var killGrace: Duration = .seconds(10)
@@ -36,17 +37,41 @@ package struct JobRunner: Sendable {
         package var workDirectory: String
         /// Stop the job (``StopReason/maxRuntime(seconds:)``) when it runs longer.
         package var maxRuntimeSeconds: Int64?
+        /// What the job asked for: the limits a runner enforces (cgroups, Slurm's `--cpus-per-task`, …).
+        package var resources: ResourceRequest?
+        /// The GPUs assigned to it (UUIDs, or indices as text when the host reported no UUIDs).
+        package var gpuDevices: [String]
+        /// The attempt it runs as (`0` outside an agent): names cgroups, Slurm jobs and containers.
+        package var attempt: Int64
+        /// The job's name, for runners that show one (Slurm's `--job-name`).
+        package var name: String
+        /// Whether the job may use the network (the sandbox runner cuts it off otherwise).
+        package var network: Bool
+        /// A container image (the container runner), when the job names one.
+        package var image: String?
 
         package init(
             command: [String],
             environment: [String: String],
             workDirectory: String,
-            maxRuntimeSeconds: Int64?
+            maxRuntimeSeconds: Int64?,
+            resources: ResourceRequest? = nil,
+            gpuDevices: [String] = [],
+            attempt: Int64 = 0,
+            name: String = "job",
+            network: Bool = true,
+            image: String? = nil
         ) {
             self.command = command
             self.environment = environment
             self.workDirectory = workDirectory
             self.maxRuntimeSeconds = maxRuntimeSeconds
+            self.resources = resources
+            self.gpuDevices = gpuDevices
+            self.attempt = attempt
+            self.name = name
+            self.network = network
+            self.image = image
         }
     }
 

@@ -45,10 +45,44 @@ public struct HostResources: Sendable, Hashable, Codable {
     public var cpuMillis: Int
     public var memoryBytes: Int64
     public var gpus: [GPU]
+    /// How the host runs jobs (its runner and what enforces limits); `nil` from agents older than runners.
+    public var runtime: HostRuntime?
 
-    public init(cpuMillis: Int, memoryBytes: Int64, gpus: [GPU] = []) {
+    public init(cpuMillis: Int, memoryBytes: Int64, gpus: [GPU] = [], runtime: HostRuntime? = nil) {
         self.cpuMillis = cpuMillis
         self.memoryBytes = memoryBytes
         self.gpus = gpus
+        self.runtime = runtime
+    }
+}
+
+/// The runner a host's agent runs every job with (chosen in the agent's configuration).
+public enum RunnerKind: String, Sendable, Hashable, Codable, CaseIterable {
+    /// A plain child process, with cgroup limits where the host has them.
+    case process
+    /// Under bubblewrap: read-only system, private `/tmp` and work folder, no network unless allowed.
+    case sandbox
+    /// Submitted to a partner's Slurm partition with `sbatch`.
+    case slurm
+    /// In a `podman` container (jobs with `image:`).
+    case container
+}
+
+/// What a host's agent reports about how it runs jobs.
+public struct HostRuntime: Sendable, Hashable, Codable {
+    /// The runner every job on this host goes through.
+    public var runner: RunnerKind
+    /// Runners this host could offer (found by the agent's probe), the configured one included.
+    public var available: [RunnerKind]
+    /// How limits are enforced: `"v2"` or `"v1"` (cgroups), or `nil` when the host has no usable cgroups.
+    public var cgroups: String?
+    /// Why something is unavailable, one line each (e.g. "cgroups: no writable cgroup v2 hierarchy").
+    public var notes: [String]
+
+    public init(runner: RunnerKind, available: [RunnerKind] = [], cgroups: String? = nil, notes: [String] = []) {
+        self.runner = runner
+        self.available = available
+        self.cgroups = cgroups
+        self.notes = notes
     }
 }

@@ -14,6 +14,8 @@ extension Store {
         try Self.validate(request.resources)
         let labels = String(decoding: try JSONEncoder().encode(request.labels), as: UTF8.self)
         let gpus = try Self.gpuJSON(request.resources.gpus)
+        let runtime = try Self.runtimeJSON(request.resources.runtime)
+        let runner = request.resources.runtime?.runner.rawValue ?? RunnerKind.process.rawValue
         return try await transaction { connection in
             let rows = try await connection.query(
                 """
@@ -29,9 +31,11 @@ extension Store {
             do {
                 hostRows = try await connection.query(
                     """
-                    insert into hosts (name, partner_id, region, cpu_millis, memory_bytes, gpus, labels, agent_version, last_heartbeat)
+                    insert into hosts (name, partner_id, region, cpu_millis, memory_bytes, gpus, labels, agent_version, last_heartbeat,
+                                       runtime, runner)
                     values (\(request.name), \(partnerID), \(region), \(Int32(request.resources.cpuMillis)),
-                            \(request.resources.memoryBytes), \(gpus)::jsonb, \(labels)::jsonb, \(request.agentVersion), now())
+                            \(request.resources.memoryBytes), \(gpus)::jsonb, \(labels)::jsonb, \(request.agentVersion), now(),
+                            \(runtime)::jsonb, \(runner))
                     returning id
                     """, logger: logger
                 ).decode(Int64.self).collect()
@@ -71,6 +75,12 @@ extension Store {
         }
     }
 
+    /// The runtime report as JSON text, or `nil`.
+    static func runtimeJSON(_ runtime: HostRuntime?) throws -> String? {
+        guard let runtime else { return nil }
+        return String(decoding: try WireJSON.shared.encode(runtime), as: UTF8.self)
+    }
+
     static func gpuJSON(_ gpus: [GPU]) throws -> String {
         String(decoding: try WireJSON.shared.encode(gpus.sorted { $0.index < $1.index }), as: UTF8.self)
     }
@@ -86,7 +96,10 @@ extension Store {
             try await client.query(
                 """
                 update hosts set cpu_millis = \(Int32(resources.cpuMillis)), memory_bytes = \(resources.memoryBytes),
-                    gpus = \(try Self.gpuJSON(resources.gpus))::jsonb where id = \(host)
+                    gpus = \(try Self.gpuJSON(resources.gpus))::jsonb,
+                    runtime = coalesce(\(try Self.runtimeJSON(resources.runtime))::jsonb, runtime),
+                    runner = coalesce(\(resources.runtime?.runner.rawValue), runner)
+                where id = \(host)
                 """, logger: logger)
         }
         let rows = try await client.query(
@@ -128,7 +141,7 @@ extension Store {
             """
             select h.id, h.name, pa.name, h.region, r.jurisdiction, h.state, h.cpu_millis, h.memory_bytes, h.gpus::text,
                    h.labels::text, coalesce(u.cpu, 0), coalesce(u.mem, 0), coalesce(u.gpus, ''), coalesce(u.n, 0),
-                   h.last_heartbeat, h.enrolled_at, h.agent_version
+                   h.last_heartbeat, h.enrolled_at, h.agent_version, h.runtime::text
             from hosts h
             join partners pa on pa.id = h.partner_id
             join regions r on r.name = h.region
@@ -147,12 +160,15 @@ extension Store {
             let r = row.makeRandomAccess()
             let gpus = try decoder.decode([GPU].self, from: Data(try r[8].decode(String.self).utf8))
             let labels = try JSONDecoder().decode([String: String].self, from: Data(try r[9].decode(String.self).utf8))
+            let runtime = try r[17].decode(String?.self).map { try decoder.decode(HostRuntime.self, from: Data($0.utf8)) }
             hosts.append(
                 HostView(
                     id: try r[0].decode(Int64.self), name: try r[1].decode(String.self), partner: try r[2].decode(String.self),
                     region: try r[3].decode(String.self), jurisdiction: try r[4].decode(String.self),
                     state: HostState(rawValue: try r[5].decode(String.self)) ?? .down,
-                    resources: HostResources(cpuMillis: Int(try r[6].decode(Int32.self)), memoryBytes: try r[7].decode(Int64.self), gpus: gpus),
+                    resources: HostResources(
+                        cpuMillis: Int(try r[6].decode(Int32.self)), memoryBytes: try r[7].decode(Int64.self), gpus: gpus,
+                        runtime: runtime),
                     labels: labels, allocatedCpuMillis: Int(try r[10].decode(Int64.self)), allocatedMemoryBytes: try r[11].decode(Int64.self),
                     allocatedGpus: Self.indices(try r[12].decode(String.self)), runningAttempts: Int(try r[13].decode(Int64.self)),
                     lastHeartbeat: try r[14].decode(Date?.self), enrolledAt: try r[15].decode(Date.self),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ComityAgent
+import ComityCore
 import Foundation
 import Logging
 
@@ -37,6 +38,9 @@ struct ComityAgentCommand: AsyncParsableCommand {
     @Option(help: "Time between SIGTERM and SIGKILL when a job is stopped, e.g. 10s, 500ms.")
     var killGrace: String = "10s"
 
+    @Option(help: "How jobs run: process (default), sandbox (bubblewrap), slurm, container (podman).")
+    var runner: RunnerKind = .process
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -51,7 +55,8 @@ struct ComityAgentCommand: AsyncParsableCommand {
                 resourcesFile: resources,
                 name: name,
                 labels: try labels.map(AgentConfiguration.parseLabels) ?? [:],
-                killGrace: try AgentConfiguration.parseGrace(killGrace)
+                killGrace: try AgentConfiguration.parseGrace(killGrace),
+                runner: runner
             )
             try configuration.validate()
         } catch {
@@ -77,3 +82,4 @@ struct ComityAgentCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension RunnerKind: ExpressibleByArgument {}

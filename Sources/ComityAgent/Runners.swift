@@ -1,0 +1,48 @@
+import ComityAPI
+import ComityCore
+import Logging
+
+/// Runs one job to its end, however the host runs jobs (see ``RunnerKind``).
+///
+/// Every runner has the contract of ``JobRunner/run(_:control:onStart:sink:)``: a stop made before the start means
+/// the job is not started; output goes to `sink` in order and is all delivered before `run` returns; `onStart`
+/// gets an identifier of what was started (a process group id, or `0` where there is none on this host).
+package protocol JobExecutor: Sendable {
+    func run(
+        _ job: JobRunner.Job,
+        control: JobControl,
+        onStart: @escaping @Sendable (Int32) async -> Void,
+        sink: @escaping @Sendable (LogAppend) async -> Void
+    ) async -> JobRunner.Outcome
+}
+
+/// A runner the host was configured with but cannot offer: every job fails with the reason.
+package struct UnavailableRunner: JobExecutor {
+    package var reason: String
+
+    package init(reason: String) { self.reason = reason }
+
+    package func run(
+        _ job: JobRunner.Job,
+        control: JobControl,
+        onStart: @escaping @Sendable (Int32) async -> Void,
+        sink: @escaping @Sendable (LogAppend) async -> Void
+    ) async -> JobRunner.Outcome {
+        if let reason = control.stopReason { return .stopped(reason) }
+        return .failed(reason)
+    }
+}
+
+extension AgentService {
+    /// The runner this agent's jobs go through (``AgentConfiguration/runner``).
+    func makeExecutor(logger: Logger) -> any JobExecutor {
+        var processConfiguration = JobRunner.Configuration(killGrace: configuration.killGrace)
+        processConfiguration.logs = LogBatcher.Configuration()
+        switch configuration.runner {
+        case .process:
+            return JobRunner(configuration: processConfiguration, logger: logger)
+        case .sandbox, .slurm, .container:
+            return UnavailableRunner(reason: "the \(configuration.runner.rawValue) runner is not built into this agent")
+        }
+    }
+}
