@@ -41,10 +41,34 @@ public struct HeartbeatRequest: Codable, Sendable {
     public var attempts: [Int64]
     /// Updated inventory, when it changed.
     public var resources: HostResources?
+    /// The state of the services (inference attempts) among `attempts`.
+    public var services: [ServiceStatus]?
 
-    public init(attempts: [Int64], resources: HostResources? = nil) {
+    public init(attempts: [Int64], resources: HostResources? = nil, services: [ServiceStatus]? = nil) {
         self.attempts = attempts
         self.resources = resources
+        self.services = services
+    }
+}
+
+/// What an agent knows of one service replica it runs.
+public struct ServiceStatus: Codable, Sendable, Hashable {
+    public var attempt: Int64
+    /// Where the replica answers, e.g. `http://10.0.0.5:41234` (the agent's advertised address and the port it gave).
+    public var url: String?
+    /// Whether its last health check passed.
+    public var healthy: Bool
+    /// How many times the agent restarted it in this attempt.
+    public var restarts: Int
+    /// Why it is unhealthy (the last check's failure), when it is.
+    public var message: String?
+
+    public init(attempt: Int64, url: String?, healthy: Bool, restarts: Int = 0, message: String? = nil) {
+        self.attempt = attempt
+        self.url = url
+        self.healthy = healthy
+        self.restarts = restarts
+        self.message = message
     }
 }
 

@@ -21,6 +21,12 @@ public struct JobSpec: Sendable, Hashable, Codable {
     public var priority: Int
     /// Whether a reclaim may preempt it when it runs as a borrowing guest (`nil`: batch jobs may be, services not).
     public var preemptible: Bool?
+    /// Whether it needs the network (the sandbox runner cuts it off otherwise; data rules may forbid it).
+    public var network: Bool?
+    /// A container image, for hosts with the container runner.
+    public var image: String?
+    /// How an inference job runs as a service (port, health check, replicas, restarts); `nil` for batch jobs.
+    public var service: ServiceSpec?
 
     /// Batch jobs are preemptible unless they say otherwise; services only if they opt in.
     public var isPreemptible: Bool { preemptible ?? (kind != .inference) }
@@ -28,9 +34,13 @@ public struct JobSpec: Sendable, Hashable, Codable {
     public init(
         name: String, project: String, kind: JobKind = .training, command: [String], env: [String: String] = [:],
         resources: ResourceRequest, inputs: [String] = [], outputs: [String] = [], maxRuntimeSeconds: Int64 = 86_400,
-        retries: Int = 0, priority: Int = 50, preemptible: Bool? = nil
+        retries: Int = 0, priority: Int = 50, preemptible: Bool? = nil, network: Bool? = nil, image: String? = nil,
+        service: ServiceSpec? = nil
     ) {
         self.preemptible = preemptible
+        self.network = network
+        self.image = image
+        self.service = service
         self.name = name
         self.project = project
         self.kind = kind
@@ -42,6 +52,38 @@ public struct JobSpec: Sendable, Hashable, Codable {
         self.maxRuntimeSeconds = maxRuntimeSeconds
         self.retries = retries
         self.priority = priority
+    }
+}
+
+/// How a service (`kind: inference`) runs: the agent gives each replica a free port (`PORT`), checks its health,
+/// and restarts it by its policy; the scheduler keeps `replicas` copies running on distinct hosts.
+public struct ServiceSpec: Sendable, Hashable, Codable {
+    /// When the agent restarts a replica whose process ended.
+    public enum RestartPolicy: String, Sendable, Hashable, Codable, CaseIterable {
+        case always
+        case onFailure = "on-failure"
+        case never
+    }
+
+    /// How many copies run, each on its own host.
+    public var replicas: Int
+    public var restart: RestartPolicy
+    /// `GET http://127.0.0.1:PORT<httpPath>` answering 2xx means healthy.
+    public var healthPath: String?
+    /// A command exiting 0 means healthy (run in the replica's work folder with its environment).
+    public var healthCommand: [String]?
+    /// Seconds between health checks.
+    public var healthIntervalSeconds: Int
+
+    public init(
+        replicas: Int = 1, restart: RestartPolicy = .always, healthPath: String? = nil, healthCommand: [String]? = nil,
+        healthIntervalSeconds: Int = 5
+    ) {
+        self.replicas = replicas
+        self.restart = restart
+        self.healthPath = healthPath
+        self.healthCommand = healthCommand
+        self.healthIntervalSeconds = healthIntervalSeconds
     }
 }
 
