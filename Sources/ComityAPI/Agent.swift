@@ -134,11 +134,14 @@ public struct FinishRequest: Codable, Sendable {
     public var outcome: AttemptOutcome
     public var exitCode: Int32?
     public var message: String?
+    /// What the attempt used (GPU memory and utilization), when the agent sampled it.
+    public var usage: AttemptUsage?
 
-    public init(outcome: AttemptOutcome, exitCode: Int32? = nil, message: String? = nil) {
+    public init(outcome: AttemptOutcome, exitCode: Int32? = nil, message: String? = nil, usage: AttemptUsage? = nil) {
         self.outcome = outcome
         self.exitCode = exitCode
         self.message = message
+        self.usage = usage
     }
 }
 

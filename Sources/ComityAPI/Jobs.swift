@@ -25,12 +25,15 @@ public struct JobView: Codable, Sendable, Hashable {
     /// Why the job ended or was requeued (`lost`, `cancelled by alice`, `exit 3`).
     public var reason: String?
     public var cancelRequested: Bool
+    /// What the current (or last) attempt used, as its agent sampled it (GPU memory and utilization); `nil` while
+    /// it runs and when nothing was sampled.
+    public var usage: AttemptUsage?
 
     public init(
         id: Int64, name: String, project: String, partner: String, kind: JobKind, state: JobState, priority: Int,
         spec: JobSpec, submittedBy: String, submittedAt: Date, startedAt: Date?, finishedAt: Date?, attempt: Int64?,
         attempts: Int, host: String?, region: String?, gpuIndices: [Int]?, exitCode: Int32?, reason: String?,
-        cancelRequested: Bool
+        cancelRequested: Bool, usage: AttemptUsage? = nil
     ) {
         self.id = id
         self.name = name
@@ -52,6 +55,7 @@ public struct JobView: Codable, Sendable, Hashable {
         self.exitCode = exitCode
         self.reason = reason
         self.cancelRequested = cancelRequested
+        self.usage = usage
     }
 }
 

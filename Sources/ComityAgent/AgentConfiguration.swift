@@ -22,6 +22,8 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
     package var pollWaitSeconds: Int
     /// The runner every job goes through (`--runner`).
     package var runner: RunnerKind
+    /// Time between two samples of a GPU job's memory and utilization (`--gpu-sample-interval`; ``GPUSampler``).
+    package var gpuSampleInterval: Duration
 
     package init(
         server: String?,
@@ -32,7 +34,8 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         labels: [String: String] = [:],
         killGrace: Duration = .seconds(10),
         pollWaitSeconds: Int = 20,
-        runner: RunnerKind = .process
+        runner: RunnerKind = .process,
+        gpuSampleInterval: Duration = .seconds(5)
     ) {
         self.server = server
         self.joinToken = joinToken
@@ -43,6 +46,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         self.killGrace = killGrace
         self.pollWaitSeconds = pollWaitSeconds
         self.runner = runner
+        self.gpuSampleInterval = gpuSampleInterval
     }
 
     /// Redacts the join token.

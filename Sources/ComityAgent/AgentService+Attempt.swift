@@ -49,6 +49,7 @@ extension AgentService {
 
         // 2. Run it.
         let outcome: JobRunner.Outcome
+        let sampler = gpuSampler(for: assignment, inventory: session.resources.gpus, logger: logger)
         do {
             let workDirectory = try state.makeWorkDirectory(attempt: assignment.attempt)
             let job = JobRunner.Job(
@@ -66,10 +67,12 @@ extension AgentService {
                 name: assignment.spec.name
             )
             let runner = makeExecutor(logger: logger)
+            async let sampled: Void = sampler.run()
             outcome = await runner.run(
                 job,
                 control: control,
                 onStart: { [logger] pgid in
+                    sampler.jobStarted(processGroup: pgid)
                     let record = RunningRecord(
                         attempt: assignment.attempt,
                         jobId: assignment.jobId,
@@ -86,13 +89,16 @@ extension AgentService {
                     await upload(chunk, attempt: assignment.attempt, client: client, control: control, logger: logger)
                 }
             )
+            sampler.stop()
+            await sampled
         } catch {
             outcome = .failed("cannot create the work folder: \(error)")
         }
         RunningRecord.remove(attempt: assignment.attempt, in: state)
 
         // 3. Report.
-        let request = outcome.finishRequest
+        var request = outcome.finishRequest
+        request.usage = sampler.usage
         logger.info(
             "job finished",
             metadata: [

@@ -84,45 +84,103 @@ package enum Inventory {
             return []
         }
         do {
-            let output = try await withThrowingTaskGroup(of: String?.self) { group in
-                group.addTask {
-                    let result = try await Subprocess.run(
-                        .path(FilePath(path)),
-                        arguments: Arguments(NvidiaSMI.queryArguments),
-                        output: .string(limit: 1 << 20),
-                        error: .string(limit: 64 << 10)
-                    )
-                    guard result.terminationStatus.isSuccess else {
-                        throw DetectionError(
-                            message: "nvidia-smi \(result.terminationStatus): \(result.standardError)"
-                        )
-                    }
-                    return result.standardOutput
-                }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(30))
-                    return nil
-                }
-                let first = try await group.next() ?? nil
-                group.cancelAll()
-                guard let first else { throw DetectionError(message: "nvidia-smi did not answer within 30 s") }
-                return first
+            let devices = try await detectGPUDevices(nvidiaSMI: path, logger: logger)
+            for warning in devices.warnings {
+                logger.warning("gpu left out", metadata: ["reason": "\(warning)"])
             }
-            let gpus = try NvidiaSMI.parseGPUs(output)
             logger.info(
                 "gpus detected",
-                metadata: ["gpu.count": "\(gpus.count)", "gpu.models": "\(Set(gpus.map(\.model)).sorted())"]
+                metadata: [
+                    "gpu.count": "\(devices.schedulable.count)",
+                    "gpu.models": "\(Set(devices.schedulable.map(\.model)).sorted())",
+                    "gpu.mig_devices": "\(devices.schedulable.filter { $0.mig != nil }.count)",
+                ]
             )
-            return gpus
+            return devices.schedulable
         } catch {
             logger.warning("gpu detection failed; offering no GPUs", metadata: ["error": "\(error)"])
             return []
         }
     }
 
-    /// The first executable file called `name` in the agent's `PATH`.
-    static func findOnPath(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    /// Queries `nvidia-smi` at `path` for the host's GPUs and, when one is in MIG mode, its MIG devices.
+    ///
+    /// Falls back to the query without `mig.mode.current` when the driver rejects it (drivers before MIG).
+    ///
+    /// - Throws: ``DetectionError`` when `nvidia-smi` fails, hangs (`timeout`), or prints what cannot be parsed.
+    package static func detectGPUDevices(
+        nvidiaSMI path: String,
+        timeout: Duration = .seconds(30),
+        logger: Logger
+    ) async throws(DetectionError) -> NvidiaSMI.Devices {
+        let output: String
+        do {
+            output = try await run(path, NvidiaSMI.queryArguments, timeout: timeout)
+        } catch {
+            logger.debug("MIG-aware GPU query failed; trying the query of older drivers", metadata: ["error": "\(error)"])
+            output = try await run(path, NvidiaSMI.legacyQueryArguments, timeout: timeout)
+        }
+        do {
+            let physical = try NvidiaSMI.parseGPUs(output)
+            var listing: [NvidiaSMI.ListedGPU] = []
+            if physical.contains(where: { $0.migMode == true }) {
+                listing = try NvidiaSMI.parseList(try await run(path, NvidiaSMI.listArguments, timeout: timeout))
+            }
+            return NvidiaSMI.devices(physical: physical, listing: listing)
+        } catch let error as NvidiaSMI.ParseError {
+            throw DetectionError(message: "\(error)")
+        } catch let error as DetectionError {
+            throw error
+        } catch {
+            throw DetectionError(message: "\(error)")
+        }
+    }
+
+    /// Runs a tool and returns what it printed on standard output.
+    ///
+    /// - Throws: ``DetectionError`` when it cannot start, exits unsuccessfully, or runs longer than `timeout`.
+    package static func run(
+        _ path: String,
+        _ arguments: [String],
+        timeout: Duration
+    ) async throws(DetectionError) -> String {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        do {
+            return try await withThrowingTaskGroup(of: String?.self) { group in
+                group.addTask {
+                    let result = try await Subprocess.run(
+                        .path(FilePath(path)),
+                        arguments: Arguments(arguments),
+                        output: .string(limit: 4 << 20),
+                        error: .string(limit: 64 << 10)
+                    )
+                    guard result.terminationStatus.isSuccess else {
+                        let message = result.standardError.trimming(" \n")
+                        throw DetectionError(
+                            message: "\(name) \(arguments.joined(separator: " ")): \(result.terminationStatus) \(message)"
+                        )
+                    }
+                    return result.standardOutput
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                guard let first else { throw DetectionError(message: "\(name) did not answer within \(timeout)") }
+                return first
+            }
+        } catch let error as DetectionError {
+            throw error
+        } catch {
+            throw DetectionError(message: "\(name) \(arguments.joined(separator: " ")): \(error)")
+        }
+    }
+
+    /// The first executable file called `name` in `path` (the agent's `PATH` by default).
+    package static func findOnPath(_ name: String, path: String? = nil) -> String? {
+        let path = path ?? ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for directory in path.split(separator: ":") where !directory.isEmpty {
             let candidate = "\(directory)/\(name)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }

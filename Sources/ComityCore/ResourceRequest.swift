@@ -25,18 +25,42 @@ public struct ResourceRequest: Sendable, Hashable, Codable {
     }
 }
 
-/// One GPU of a host.
+/// One schedulable GPU of a host: a whole GPU, or a MIG device (a slice of a GPU in MIG mode).
+///
+/// A host's indices are distinct, from 0 to 1023; a detecting agent numbers its schedulable devices in the order
+/// `nvidia-smi` lists them (whole GPUs and, in place of a GPU in MIG mode, its MIG devices), so an index is not
+/// necessarily `nvidia-smi`'s GPU index. Jobs see their devices by UUID (`GPU-…` or `MIG-…`).
 public struct GPU: Sendable, Hashable, Codable {
     public var index: Int
     public var uuid: String
+    /// The model as `nvidia-smi` names it; for a MIG device, the parent's name and the profile
+    /// (`NVIDIA A100-SXM4-80GB MIG 3g.40gb`), so a job can ask for a profile with `gpu_model`.
     public var model: String
     public var memoryBytes: Int64
+    /// The MIG profile (`3g.40gb`) when this is a MIG device; `nil` for a whole GPU.
+    public var mig: String?
+    /// The UUID of the GPU a MIG device belongs to; `nil` for a whole GPU.
+    public var parentUuid: String?
+    /// Whether MIG mode is on for the (parent) GPU: `true` for a MIG device, `false` for a whole GPU whose MIG mode
+    /// is disabled, `nil` where MIG is not supported or not reported.
+    public var migMode: Bool?
 
-    public init(index: Int, uuid: String, model: String, memoryBytes: Int64) {
+    public init(
+        index: Int,
+        uuid: String,
+        model: String,
+        memoryBytes: Int64,
+        mig: String? = nil,
+        parentUuid: String? = nil,
+        migMode: Bool? = nil
+    ) {
         self.index = index
         self.uuid = uuid
         self.model = model
         self.memoryBytes = memoryBytes
+        self.mig = mig
+        self.parentUuid = parentUuid
+        self.migMode = migMode
     }
 }
 

@@ -150,7 +150,8 @@ extension Store {
     /// The agent reports the end of an attempt. Idempotent: a second report of an ended attempt changes nothing.
     /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
     package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
-        try await transaction { connection in
+        let usage = try Self.usageJSON(report.usage)
+        return try await transaction { connection in
             // A job that succeeds with declared outputs registers datasets, which takes the rules' lock: take it
             // before the job's row, in the order every rule change takes them (rules, rows, then the ledger).
             if report.outcome == .exited, report.exitCode == 0 {
@@ -210,7 +211,8 @@ extension Store {
             try await connection.query(
                 """
                 with a as (
-                    update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason)
+                    update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason),
+                        usage = \(usage)::jsonb
                     where id = \(attempt)
                 ), j as (
                     update jobs set state = \(next?.rawValue), exit_code = \(report.exitCode), reason = \(reason),
@@ -232,5 +234,16 @@ extension Store {
             if next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
             return AttemptAck(current: false, state: ended)
         }
+    }
+}
+
+extension Store {
+    /// A finish report's usage record as JSON text, or `nil`.
+    ///
+    /// - Throws: ``StoreError`` `.invalid` naming the field of a malformed record.
+    static func usageJSON(_ usage: AttemptUsage?) throws -> String? {
+        guard let usage else { return nil }
+        if let problem = usage.problem { throw StoreError(.invalid, problem.message, field: problem.field) }
+        return String(decoding: try WireJSON.shared.encode(usage), as: UTF8.self)
     }
 }

@@ -8,7 +8,8 @@ import PostgresNIO
 extension Store {
     static let jobColumns = """
         j.id, j.name, pr.name, pa.name, j.kind, j.state, j.priority, j.spec::text, p.name, j.submitted_at, j.started_at,
-        j.finished_at, j.current_attempt, j.attempts, h.name, h.region, a.gpu_indices, j.exit_code, j.reason, j.cancel_requested
+        j.finished_at, j.current_attempt, j.attempts, h.name, h.region, a.gpu_indices, j.exit_code, j.reason, j.cancel_requested,
+        a.usage::text
         """
     static let jobJoins = """
         from jobs j
@@ -32,7 +33,8 @@ extension Store {
             attempt: try r[12].decode(Int64?.self), attempts: Int(try r[13].decode(Int32.self)),
             host: try r[14].decode(String?.self), region: try r[15].decode(String?.self),
             gpuIndices: try r[16].decode([Int32]?.self)?.map(Int.init), exitCode: try r[17].decode(Int32?.self),
-            reason: try r[18].decode(String?.self), cancelRequested: try r[19].decode(Bool.self)
+            reason: try r[18].decode(String?.self), cancelRequested: try r[19].decode(Bool.self),
+            usage: try r[20].decode(String?.self).map { try WireJSON.sharedDecoder.decode(AttemptUsage.self, from: Data($0.utf8)) }
         )
     }
 

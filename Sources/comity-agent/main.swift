@@ -4,12 +4,26 @@ import ComityCore
 import Foundation
 import Logging
 
-/// `comity-agent`: runs a host's share of the Comity commons.
+/// `comity-agent`: runs a host's share of the Comity commons (`run`, the default), or checks the host (`doctor`).
 @main
 struct ComityAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "comity-agent",
-        abstract: "Run this host's jobs for a Comity server.",
+        abstract: "Run this host's jobs for a Comity server, or check the host.",
+        discussion: """
+            Without a subcommand, runs the agent: `comity-agent --state-dir DIR ...` is `comity-agent run \
+            --state-dir DIR ...`.
+            """,
+        subcommands: [RunCommand.self, DoctorCommand.self],
+        defaultSubcommand: RunCommand.self
+    )
+}
+
+/// `comity-agent run` (the default subcommand): enrolls once, then runs the host's jobs until stopped.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run this host's jobs for a Comity server (the default).",
         discussion: """
             The first start enrolls the host with a one-time join token and keeps the credential in the state folder \
             (DIR/credential.json, mode 600); later starts need no join token. The agent only makes outbound \
@@ -41,6 +55,9 @@ struct ComityAgentCommand: AsyncParsableCommand {
     @Option(help: "How jobs run: process (default), sandbox (bubblewrap), slurm, container (podman).")
     var runner: RunnerKind = .process
 
+    @Option(help: "Time between samples of a GPU job's memory and utilization (nvidia-smi), e.g. 5s, 500ms.")
+    var gpuSampleInterval: String = "5s"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -56,7 +73,8 @@ struct ComityAgentCommand: AsyncParsableCommand {
                 name: name,
                 labels: try labels.map(AgentConfiguration.parseLabels) ?? [:],
                 killGrace: try AgentConfiguration.parseGrace(killGrace),
-                runner: runner
+                runner: runner,
+                gpuSampleInterval: try GPUSampler.parseInterval(gpuSampleInterval)
             )
             try configuration.validate()
         } catch {
@@ -80,6 +98,51 @@ struct ComityAgentCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// `comity-agent doctor`: checks this host without a server.
+struct DoctorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check this host without a server: resources, GPUs, runners, and a GPU smoke job.",
+        discussion: """
+            Finds the CPUs, memory and GPUs (MIG devices included) the agent would offer, probes the runners, and \
+            when a GPU is present runs a smoke job through the process runner with only the first GPU visible: a \
+            CUDA matrix product when python3 imports torch, nvidia-smi otherwise. Exits 0 when every check passed \
+            (warnings and skipped checks included), 1 when one failed; the report names it. \
+            See docs/runtimes.md ("GPUs") for the JSON keys.
+            """
+    )
+
+    @Flag(help: "Print the report as one JSON object.")
+    var json = false
+
+    @Option(help: "The runner to check: process (default), sandbox, slurm, container.")
+    var runner: RunnerKind = .process
+
+    @Option(help: "The GPU smoke job: auto (torch when importable, else nvidia-smi), torch, nvidia-smi, none.")
+    var smoke: Doctor.SmokeMode = .auto
+
+    @Option(help: "Log level of the checks' own logging (stderr): trace, debug, info, warning, error.")
+    var logLevel: Logger.Level = .warning
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let doctor = Doctor(
+            configuration: Doctor.Configuration(runner: runner, smoke: smoke),
+            logger: Logger(label: "comity.agent.doctor")
+        )
+        let report = await doctor.run()
+        print(json ? try report.json() : report.text)
+        if !report.ok { throw ExitCode(1) }
+    }
+}
+
+extension Doctor.SmokeMode: ExpressibleByArgument {}
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 extension RunnerKind: ExpressibleByArgument {}

@@ -37,7 +37,7 @@ struct JobCommand: AsyncParsableCommand {
         details.append("kind", job.kind.rawValue)
         details.append(
             "state",
-            job.state.rawValue + (job.cancelRequested && !job.state.isTerminal ? " (cancel requested)" : "")
+            job.stateText + (job.cancelRequested && !job.state.isTerminal ? " (cancel requested)" : "")
         )
         details.append("reason", job.reason)
         details.append("exit code", job.exitCode.map(String.init))
@@ -55,6 +55,10 @@ struct JobCommand: AsyncParsableCommand {
         if !job.spec.inputs.isEmpty { details.append("inputs", job.spec.inputs.joined(separator: ", ")) }
         if !job.spec.outputs.isEmpty { details.append("outputs", job.spec.outputs.joined(separator: ", ")) }
         details.print()
+        if let usage = job.usage {
+            Terminal.out("")
+            for line in usage.lines(attempt: job.attempt) { Terminal.out(line) }
+        }
 
         let recent = try await events.suffix(Self.recentEvents)
         guard !recent.isEmpty else { return }
