@@ -24,6 +24,10 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
     package var runner: RunnerKind
     /// Time between two samples of a GPU job's memory and utilization (`--gpu-sample-interval`; ``GPUSampler``).
     package var gpuSampleInterval: Duration
+    /// The Slurm partition jobs are submitted to (`--slurm-partition`); required by the slurm runner.
+    package var slurmPartition: String?
+    /// The `slurm.conf` Slurm's commands use (`--slurm-conf`, set as `SLURM_CONF`); Slurm's default when `nil`.
+    package var slurmConf: String?
 
     package init(
         server: String?,
@@ -35,7 +39,9 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         killGrace: Duration = .seconds(10),
         pollWaitSeconds: Int = 20,
         runner: RunnerKind = .process,
-        gpuSampleInterval: Duration = .seconds(5)
+        gpuSampleInterval: Duration = .seconds(5),
+        slurmPartition: String? = nil,
+        slurmConf: String? = nil
     ) {
         self.server = server
         self.joinToken = joinToken
@@ -47,6 +53,8 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         self.pollWaitSeconds = pollWaitSeconds
         self.runner = runner
         self.gpuSampleInterval = gpuSampleInterval
+        self.slurmPartition = slurmPartition
+        self.slurmConf = slurmConf
     }
 
     /// Redacts the join token.
@@ -111,6 +119,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
                 "--name: expected letters, digits, '-', '_' or '.' (at most 128), got \"\(name)\""
             )
         }
+        try validateSlurm()
     }
 
     static func isLabelKey(_ key: String) -> Bool {

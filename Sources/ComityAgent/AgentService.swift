@@ -78,6 +78,7 @@ package struct AgentService: Service, CustomStringConvertible {
         let saved = try Credential.load(from: state.credentialPath)
         if saved == nil { try checkCanEnroll() }
         if ProcessGroup.becomeSubreaper() { logger.debug("agent is the reaper of its jobs' orphans") }
+        if configuration.runner == .slurm { await cancelSlurmLeftovers() }
         let leftovers = await RunningRecord.killLeftovers(in: state, grace: configuration.killGrace, logger: logger)
         let resources = try await inventory()
         logger.info(
@@ -121,6 +122,8 @@ package struct AgentService: Service, CustomStringConvertible {
             } catch {
                 throw AgentError(.configuration, "--resources \(file): \(error)")
             }
+        } else if configuration.runner == .slurm {
+            resources = try await slurmCapacity()
         } else {
             do {
                 resources = try await Inventory.detect(logger: logger)
@@ -128,7 +131,7 @@ package struct AgentService: Service, CustomStringConvertible {
                 throw AgentError(.inventory, error.description)
             }
         }
-        resources.runtime = RuntimeProbe.detect(runner: configuration.runner)
+        resources.runtime = RuntimeProbe.detect(runner: configuration.runner, slurm: await slurmProbe())
         return resources
     }
 

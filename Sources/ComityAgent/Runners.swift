@@ -41,7 +41,15 @@ extension AgentService {
         switch configuration.runner {
         case .process:
             return JobRunner(configuration: processConfiguration, logger: logger)
-        case .sandbox, .slurm, .container:
+        case .slurm:
+            var slurm = SlurmRunner.Configuration(
+                partition: configuration.slurmPartition ?? "",
+                commands: configuration.slurmCommands,
+                killGrace: configuration.killGrace
+            )
+            slurm.logs = processConfiguration.logs
+            return SlurmRunner(configuration: slurm, logger: logger)
+        case .sandbox, .container:
             return UnavailableRunner(reason: "the \(configuration.runner.rawValue) runner is not built into this agent")
         }
     }

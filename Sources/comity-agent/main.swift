@@ -55,6 +55,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "How jobs run: process (default), sandbox (bubblewrap), slurm, container (podman).")
     var runner: RunnerKind = .process
 
+    @Option(help: "The Slurm partition jobs are submitted to (required with --runner slurm).")
+    var slurmPartition: String?
+
+    @Option(help: "The slurm.conf Slurm's commands use (sets SLURM_CONF; default: Slurm's own).")
+    var slurmConf: String?
+
     @Option(help: "Time between samples of a GPU job's memory and utilization (nvidia-smi), e.g. 5s, 500ms.")
     var gpuSampleInterval: String = "5s"
 
@@ -74,7 +80,9 @@ struct RunCommand: AsyncParsableCommand {
                 labels: try labels.map(AgentConfiguration.parseLabels) ?? [:],
                 killGrace: try AgentConfiguration.parseGrace(killGrace),
                 runner: runner,
-                gpuSampleInterval: try GPUSampler.parseInterval(gpuSampleInterval)
+                gpuSampleInterval: try GPUSampler.parseInterval(gpuSampleInterval),
+                slurmPartition: slurmPartition,
+                slurmConf: slurmConf
             )
             try configuration.validate()
         } catch {

@@ -184,7 +184,7 @@ SchedulerParameters=batch_sched_delay=0
 SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=300
-KillWait=5
+KillWait=2
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=comity Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
