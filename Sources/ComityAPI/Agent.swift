@@ -128,6 +128,8 @@ public enum AttemptOutcome: String, Codable, Sendable {
     case error
     /// Stopped because the server asked (cancel or stale attempt).
     case stopped
+    /// The kernel's OOM killer ended the job because it exceeded its memory limit (`message` names the limit).
+    case oomKilled = "oom_killed"
 }
 
 public struct FinishRequest: Codable, Sendable {

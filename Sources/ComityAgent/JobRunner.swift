@@ -15,16 +15,24 @@ import SystemPackage
 ///
 /// The runner knows nothing of the server: output goes to a sink closure, stop requests come through a
 /// ``JobControl``, and the result is an ``Outcome``. When the job's first process exits, whatever it left behind in
-/// its group is terminated too, so a finished job never leaves processes running.
+/// its group is terminated too, so a finished job never leaves processes running. With a cgroup hierarchy
+/// (``Configuration/cgroups``) each attempt runs in its own cgroup with the limits it asked for, which also catches
+/// processes that left the group (see `JobRunner+Limits.swift`).
 package struct JobRunner: JobExecutor {
     package struct Configuration: Sendable {
         /// Time between `SIGTERM` and `SIGKILL` when a job is stopped.
         package var killGrace: Duration = .seconds(10)
         /// How output is cut into chunks.
         package var logs = LogBatcher.Configuration()
+        /// Where jobs get their limits: each attempt runs in its own cgroup with the memory, CPU and pids limits of
+        /// its request; `nil` runs jobs without limits.
+        package var cgroups: CGroupHierarchy?
+        /// The most processes (threads included) a job may have when it runs in a cgroup.
+        package var pidsLimit = 4096
 
-        package init(killGrace: Duration = .seconds(10)) {
+        package init(killGrace: Duration = .seconds(10), cgroups: CGroupHierarchy? = nil) {
             self.killGrace = killGrace
+            self.cgroups = cgroups
         }
     }
 
@@ -83,6 +91,8 @@ package struct JobRunner: JobExecutor {
         case stopped(StopReason)
         /// The job could not be started (or its process could not be followed): why.
         case failed(String)
+        /// The kernel's OOM killer ended the job because it exceeded its memory limit: the message names the limit.
+        case oomKilled(String)
 
         /// The report to the server for this outcome.
         package var finishRequest: FinishRequest {
@@ -91,6 +101,7 @@ package struct JobRunner: JobExecutor {
             case .stopped(.server): FinishRequest(outcome: .stopped)
             case .stopped(let reason): FinishRequest(outcome: .error, message: reason.description)
             case .failed(let message): FinishRequest(outcome: .error, message: message)
+            case .oomKilled(let message): FinishRequest(outcome: .oomKilled, message: message)
             }
         }
     }
@@ -103,8 +114,8 @@ package struct JobRunner: JobExecutor {
         self.logger = logger
     }
 
-    /// Runs `job` to its end and returns how it ended; its process group is gone when this returns (or a warning
-    /// was logged saying which group survived `SIGKILL`).
+    /// Runs `job` to its end and returns how it ended; its process group (and cgroup) is gone when this returns (or a
+    /// warning was logged saying which survived `SIGKILL`).
     ///
     /// - Parameters:
     ///   - job: what to run.
@@ -121,14 +132,24 @@ package struct JobRunner: JobExecutor {
         guard let program = job.command.first, !program.isEmpty else {
             return .failed("cannot start the job: empty command")
         }
+        var limited = job
+        var cgroup: CGroup?
+        if let hierarchy = configuration.cgroups {
+            switch limit(&limited, program: program, in: hierarchy) {
+            case .success(let created): cgroup = created
+            case .failure(let failure): return .failed(failure.message)
+            }
+        }
         let batcher = LogBatcher(configuration: configuration.logs)
-        return await withTaskGroup(of: Void.self) { group in
+        let outcome = await withTaskGroup(of: Void.self) { [limited] group in
             group.addTask { await batcher.run(sink: sink) }
-            let outcome = await spawn(job, program: program, control: control, batcher: batcher, onStart: onStart)
+            let outcome = await spawn(limited, program: program, control: control, batcher: batcher, onStart: onStart)
             batcher.finish()
             await group.waitForAll()
             return outcome
         }
+        guard let cgroup else { return outcome }
+        return await finish(cgroup, outcome: outcome)
     }
 
     private func spawn(
@@ -138,13 +159,14 @@ package struct JobRunner: JobExecutor {
         batcher: LogBatcher,
         onStart: @escaping @Sendable (Int32) async -> Void
     ) async -> Outcome {
+        let first = job.command[0]
         let executable: Executable =
-            if program.hasPrefix("/") {
-                .path(FilePath(program))
-            } else if program.contains("/") {
-                .path(FilePath(job.workDirectory + "/" + program))
+            if first.hasPrefix("/") {
+                .path(FilePath(first))
+            } else if first.contains("/") {
+                .path(FilePath(job.workDirectory + "/" + first))
             } else {
-                .name(program)
+                .name(first)
             }
         var environment: [Environment.Key: String] = [:]
         for (name, value) in job.environment { environment[Environment.Key(stringLiteral: name)] = value }

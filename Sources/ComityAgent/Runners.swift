@@ -38,6 +38,7 @@ extension AgentService {
     func makeExecutor(logger: Logger) -> any JobExecutor {
         var processConfiguration = JobRunner.Configuration(killGrace: configuration.killGrace)
         processConfiguration.logs = LogBatcher.Configuration()
+        processConfiguration.cgroups = CGroupHierarchy.host.hierarchy
         switch configuration.runner {
         case .process:
             return JobRunner(configuration: processConfiguration, logger: logger)

@@ -12,6 +12,7 @@ package enum RuntimeProbe {
     package static func detect(runner: RunnerKind, slurm: SlurmPartition.Probe? = nil) -> HostRuntime {
         var runtime = HostRuntime(runner: runner, available: [.process])
         addSlurm(slurm, to: &runtime)
+        addCGroups(CGroupHierarchy.host, to: &runtime)
         if runner != .process, !runtime.available.contains(runner) {
             runtime.notes.append("\(runner.rawValue): not available on this host")
         }
@@ -24,6 +25,23 @@ package enum RuntimeProbe {
         case nil: break
         case .answers: runtime.available.append(.slurm)
         case .unavailable(let reason): runtime.notes.append(reason)
+        }
+    }
+
+    /// The cgroup version that limits jobs (``CGroupHierarchy/host``), or a note saying why jobs run without limits.
+    package static func addCGroups(_ detection: CGroupHierarchy.Detection, to runtime: inout HostRuntime) {
+        switch detection {
+        case .usable(let hierarchy):
+            runtime.cgroups = hierarchy.version.rawValue
+            let missing = CGroupHierarchy.Controller.allCases.filter { hierarchy.parents[$0] == nil }
+            if !missing.isEmpty {
+                let names = missing.map(\.rawValue).joined(separator: ", ")
+                runtime.notes.append("cgroups: \(hierarchy.version.rawValue) without \(names); those limits are not enforced")
+            }
+        case .unusable(let reason):
+            let limited: Set<RunnerKind> = [.process, .sandbox]
+            let effect = limited.contains(runtime.runner) ? "; jobs run without limits" : ""
+            runtime.notes.append("cgroups: none usable (\(reason))\(effect)")
         }
     }
 }

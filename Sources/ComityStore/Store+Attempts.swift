@@ -191,6 +191,12 @@ extension Store {
                 event = .errored
                 ended = .failed
                 reason = "agent error: \(report.message ?? "unknown")"
+            case .oomKilled:
+                // The program outgrew the memory it asked for: like a non-zero exit, this fails the job at once
+                // (retries cover the infrastructure, not the program; the same limit would end the same way).
+                event = .exited(code: report.exitCode ?? 137)
+                ended = .failed
+                reason = "OOM_KILLED: \(report.message ?? "memory limit exceeded")"
             case .stopped:
                 event = cancelRequested ? .cancelled : .attemptLost
                 ended = cancelRequested ? .cancelled : .lost

@@ -23,13 +23,16 @@ struct HostsCommand: AsyncParsableCommand {
             let hosts = try await global.client().hosts()
             if global.isJSON { return try Terminal.json(hosts) }
             let now = Date()
-            var table = Table("NAME", "PARTNER", "REGION", "STATE", "CPUS", "MEMORY", "GPUS", "JOBS", "HEARTBEAT")
+            var table = Table(
+                "NAME", "PARTNER", "REGION", "STATE", "RUNNER", "CPUS", "MEMORY", "GPUS", "JOBS", "HEARTBEAT"
+            )
             for host in hosts {
                 table.append(
                     host.name,
                     host.partner,
                     host.region,
                     host.state.rawValue,
+                    host.runnerText,
                     host.cpuText,
                     host.memoryText,
                     host.gpuText,
@@ -38,6 +41,12 @@ struct HostsCommand: AsyncParsableCommand {
                 )
             }
             table.print(empty: "no hosts")
+            let notes = hosts.flatMap { host in (host.resources.runtime?.notes ?? []).map { "  \(host.name): \($0)" } }
+            if !notes.isEmpty {
+                Terminal.out("")
+                Terminal.out("Notes:")
+                for line in notes { Terminal.out(line) }
+            }
         }
     }
 
@@ -84,6 +93,23 @@ struct HostsCommand: AsyncParsableCommand {
                     + "expires \(TimeText.local(created.expiresAt)) (\(TimeText.relative(created.expiresAt)))"
             )
             Terminal.out(created.token)
+        }
+    }
+}
+
+extension HostView {
+    /// The runner and what limits its jobs: `process/cg-v2`, `process (no limits)`, `sandbox`, `-` for agents older
+    /// than runners.
+    var runnerText: String {
+        guard let runtime = resources.runtime else { return "-" }
+        let runner = runtime.runner.rawValue
+        if !runtime.available.contains(runtime.runner) { return "\(runner) (unavailable)" }
+        switch runtime.runner {
+        case .process, .sandbox:
+            if let cgroups = runtime.cgroups { return "\(runner)/cg-\(cgroups)" }
+            return runtime.runner == .process ? "process (no limits)" : runner
+        case .slurm, .container:
+            return runner
         }
     }
 }

@@ -34,7 +34,7 @@ struct JobsCommand: AsyncParsableCommand {
                 String(job.id),
                 job.name,
                 job.project,
-                job.state.rawValue,
+                job.stateText,
                 job.host ?? "-",
                 job.region ?? "-",
                 String(job.attempts),
@@ -43,5 +43,16 @@ struct JobsCommand: AsyncParsableCommand {
             )
         }
         table.print(empty: "no jobs")
+    }
+}
+
+extension JobView {
+    /// The state as people read it: a failure whose reason starts with a code (`OOM_KILLED: …`) shows the code,
+    /// `failed (OOM_KILLED)`.
+    var stateText: String {
+        guard state == .failed, let reason, let colon = reason.firstIndex(of: ":") else { return state.rawValue }
+        let code = reason[..<colon]
+        guard !code.isEmpty, code.allSatisfy({ $0.isUppercase || $0 == "_" }) else { return state.rawValue }
+        return "failed (\(code))"
     }
 }
