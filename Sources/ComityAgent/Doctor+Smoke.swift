@@ -8,14 +8,17 @@ extension Doctor {
     /// The line the torch smoke job prints on success: `comity-smoke devices=1 name=NVIDIA H100 80GB HBM3`.
     static let torchMarker = "comity-smoke"
 
-    /// The torch smoke job: one matrix product on the GPU, held briefly so the sampler sees its memory.
+    /// The torch smoke job: matrix products on the GPU for about 2 s, so the sampler sees its memory and utilization.
     static let torchScript = """
         import time, torch
         assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
         a = torch.randn(4096, 4096, device="cuda")
-        b = (a @ a).sum().item()
-        torch.cuda.synchronize()
-        time.sleep(1.5)
+        products, end = 0, time.monotonic() + 2
+        while time.monotonic() < end:
+            b = a @ a
+            torch.cuda.synchronize()
+            products += 1
+        print(f"matrix products: {products}, checksum {float(b[0, 0]):.3f}", flush=True)
         print(f"\(torchMarker) devices={torch.cuda.device_count()} name={torch.cuda.get_device_name(0)}", flush=True)
         """
 
