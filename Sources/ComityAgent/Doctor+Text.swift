@@ -23,7 +23,8 @@ extension Doctor.Report {
             lines.append("")
             lines.append("GPU devices offered (nvidia-smi: \(gpus.nvidiaSmi ?? "-")):")
             for gpu in gpus.devices {
-                var line = "  \(gpu.index)  \(gpu.uuid)  \(gpu.model)  \(Quantity.formatBytes(gpu.memoryBytes))"
+                let memory = String(format: "%.1f GiB", Double(gpu.memoryBytes) / 0x4000_0000)
+                var line = "  \(gpu.index)  \(gpu.uuid)  \(gpu.model)  \(memory)"
                 if let parent = gpu.parentUuid { line += "  (MIG device of \(parent))" }
                 lines.append(line)
             }
