@@ -20,7 +20,7 @@ package struct Comity: AsyncParsableCommand {
             HostsCommand.self, JurisdictionsCommand.self, RegionsCommand.self, PartnersCommand.self,
             ProjectsCommand.self, TokensCommand.self, WhoAmICommand.self, WhyCommand.self, ExplainCommand.self,
             PolicyCommand.self, DatasetsCommand.self, AuditCommand.self, SharesCommand.self, UsageCommand.self,
-            QuotasCommand.self, GrantsCommand.self,
+            QuotasCommand.self, GrantsCommand.self, ServicesCommand.self, EndpointsCommand.self,
         ]
     )
 

@@ -101,7 +101,7 @@ extension JobSpec {
 
     static let fields = [
         "name", "project", "kind", "command", "env", "resources", "inputs", "outputs", "max_runtime", "retries",
-        "priority", "preemptible",
+        "priority", "preemptible", "service",
     ]
     static let resourceFields = ["cpus", "memory", "gpus", "gpu_model", "gpu_memory"]
 
@@ -166,6 +166,7 @@ extension JobSpec {
         case let other?:
             reader.fail("resources", "expected a mapping like {cpus: 8, memory: 64Gi, gpus: 2}, got \(other.typeName)")
         }
+        let service = ServiceSpec.read(object["service"], kind: kind, reader: &reader)
         errors += reader.errors
 
         guard errors.isEmpty, let name, let project, let command else {
@@ -175,7 +176,7 @@ extension JobSpec {
             JobSpec(
                 name: name, project: project, kind: kind, command: command, env: env, resources: resources,
                 inputs: inputs, outputs: outputs, maxRuntimeSeconds: maxRuntime, retries: retries, priority: priority,
-                preemptible: preemptible
+                preemptible: preemptible, service: service
             )
         )
     }

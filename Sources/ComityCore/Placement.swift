@@ -98,6 +98,8 @@ public enum Placer {
         // Capacity only shrinks during a pass: a request that fit nowhere will fit nowhere later in the same pass.
         private var fitsNowhere: Set<NowhereKey> = []
         private var matchers: [ResourceRequest: Matcher] = [:]
+        /// Host id → index in `hosts`, built the first time a job excludes hosts (only service replicas do).
+        private var indexByID: [Int64: Int]?
 
         public init(_ hosts: [HostAvailability]) {
             self.hosts = hosts
@@ -109,15 +111,20 @@ public enum Placer {
         /// - Parameters:
         ///   - cacheKey: jobs with the same request and key are admitted by the same hosts, and anything that
         ///     `admits` reads only grows stricter during the pass (a job that fit nowhere is not tried again).
-        public mutating func place(_ job: PendingJob, cacheKey: Int64 = 0, admits: (HostAvailability) -> Bool) -> Placement? {
+        ///   - excluding: ids of hosts the job may not go to (another replica of its service runs there); jobs with
+        ///     the same `cacheKey` must exclude the same hosts or more as the pass goes on.
+        public mutating func place(
+            _ job: PendingJob, cacheKey: Int64 = 0, excluding: Set<Int64> = [], admits: (HostAvailability) -> Bool
+        ) -> Placement? {
             let request = job.resources
             let key = NowhereKey(request: request, policyClass: job.policyClass, partnerID: job.partnerID, extra: cacheKey)
             if fitsNowhere.contains(key) { return nil }
             var matcher = matchers[request] ?? Matcher(request)
             defer { matchers[request] = matcher }
+            let candidates = excluding.isEmpty ? groups.representatives : candidates(excluding: excluding)
             guard
                 let index = bestHost(
-                    for: request, among: hosts, candidates: groups.representatives, matcher: &matcher, admits: admits, partnerID: job.partnerID)
+                    for: request, among: hosts, candidates: candidates, matcher: &matcher, admits: admits, partnerID: job.partnerID)
             else {
                 fitsNowhere.insert(key)
                 return nil
@@ -129,6 +136,18 @@ public enum Placer {
             if !gpus.isEmpty { hosts[index].freeGPUs.removeAll { gpus.contains($0.index) } }
             groups.insert(index, shape: HostShape(hosts[index]))
             return Placement(jobID: job.id, hostID: hosts[index].id, gpuIndices: gpus)
+        }
+
+        /// One host per group of look-alikes, as ``HostGroups/representatives``, but never an excluded one: a group
+        /// whose representative is excluded is represented by its next member that is not.
+        mutating func candidates(excluding ids: Set<Int64>) -> [Int] {
+            if indexByID == nil {
+                indexByID = Dictionary(hosts.enumerated().map { ($0.element.id, $0.offset) }, uniquingKeysWith: { first, _ in first })
+            }
+            let excluded = Set(ids.compactMap { indexByID?[$0] })
+            guard !excluded.isEmpty else { return groups.representatives }
+            let hosts = self.hosts
+            return groups.representatives(excluding: excluded) { HostShape(hosts[$0]) }
         }
     }
 
@@ -177,6 +196,21 @@ public enum Placer {
         init(_ hosts: [HostAvailability]) {
             for index in hosts.indices.reversed() { members[HostShape(hosts[index]), default: []].append(index) }
             representatives = members.values.map { $0.last! }.sorted()
+        }
+
+        /// The representatives, with each excluded one replaced by the lowest member of its group that is not
+        /// excluded (dropped when every member is), ascending.
+        func representatives(excluding excluded: Set<Int>, shape: (Int) -> HostShape) -> [Int] {
+            var result: [Int] = []
+            result.reserveCapacity(representatives.count)
+            for index in representatives {
+                if !excluded.contains(index) {
+                    result.append(index)
+                } else if let group = members[shape(index)], let next = group.reversed().first(where: { !excluded.contains($0) }) {
+                    result.append(next)
+                }
+            }
+            return result.sorted()
         }
 
         mutating func remove(_ index: Int, shape: HostShape) {

@@ -95,6 +95,7 @@ package func buildApplication(
         ReaperService(
             store: store, interval: configuration.reaperInterval, logger: logger,
             accountingInterval: .seconds(max(1, configuration.store.accountingIntervalSeconds))),
-        CheckpointService(store: store, signer: configuration.audit, interval: configuration.checkpointInterval, logger: logger))
+        CheckpointService(store: store, signer: configuration.audit, interval: configuration.checkpointInterval, logger: logger),
+        ServiceController(store: store, interval: configuration.reaperInterval, logger: logger))
     return app
 }

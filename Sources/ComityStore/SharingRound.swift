@@ -33,6 +33,8 @@ struct SharingRound {
 
     private(set) var admission: Admission
     let reservedHosts: Set<Int64>
+    /// Replicas of one service go to distinct hosts (see ``Spread``).
+    private(set) var spread: Spread
     private var session: Placer.Session
     private var reservedSession: Placer.Session
 
@@ -43,8 +45,9 @@ struct SharingRound {
     /// The hosts with what is still free on them after this pass's placements (reserved hosts excluded).
     var hosts: [HostAvailability] { session.hosts }
 
-    init(sharing: SharingContext, pool: Store.Pool, preemptible: [Int64: Bool], reservedHosts: Set<Int64>) {
+    init(sharing: SharingContext, pool: Store.Pool, preemptible: [Int64: Bool], reservedHosts: Set<Int64>, spread: Spread = Spread()) {
         self.reservedHosts = reservedHosts
+        self.spread = spread
         var quotas = QuotaBook(sharing.quotas)
         var partners: [Int64: ShareVector] = [:]
         var projects: [Int64: ShareVector] = [:]
@@ -84,11 +87,15 @@ struct SharingRound {
         // Jobs of one partner and class are admitted alike, except for regional quotas (per project) and services.
         let regional = admission.quotas.hasRegionalQuota(partnerID: job.partnerID, projectID: job.projectID)
         let service = isService(job)
-        let cacheKey = (regional ? job.projectID << 1 : 0) | (service ? 1 : 0)
+        // A replica is also kept off its service's hosts: replicas of one service share a key of their own (their
+        // excluded hosts only grow during the pass).
+        let replicaOf = spread.serviceOf[job.id]
+        let cacheKey = replicaOf.map { -$0 } ?? ((regional ? job.projectID << 1 : 0) | (service ? 1 : 0))
+        let excluded = replicaOf.flatMap { spread.hosts[$0] } ?? []
         let placement: Placement?
         do {
             let admission = self.admission
-            placement = session.place(job, cacheKey: cacheKey) { host in
+            placement = session.place(job, cacheKey: cacheKey, excluding: excluded) { host in
                 eligible(job.policyClass, host.policyKey) && admission.admits(job, service: service, on: host)
             }
         }
@@ -99,6 +106,7 @@ struct SharingRound {
     mutating func place(_ job: PendingJob, onlyOn hostID: Int64, eligible: (Int, Int) -> Bool) -> Placed? {
         // Quotas may have filled, or been lowered, while the host was being freed.
         if admission.quotaBlocked(job) { return nil }
+        if spread.excludes(job.id, host: hostID) { return nil }
         let service = isService(job)
         let placement: Placement?
         do {
@@ -114,6 +122,7 @@ struct SharingRound {
         let holding = pool.weighted(job.resources, gpuIndices: placement.gpuIndices, on: placement.hostID, weights: sharing.weights)
         let donor = pool.hostPartner[placement.hostID] ?? job.partnerID
         let guest = donor != job.partnerID
+        if let service = spread.serviceOf[job.id] { spread.hosts[service, default: []].insert(placement.hostID) }
         admission.partnerStandings[job.partnerID, default: ShareStanding(entitled: .zero)].allocated += holding
         admission.projectStandings[job.projectID, default: ShareStanding(entitled: .zero)].allocated += holding
         if guest { admission.lent[donor, default: .zero] += holding }
@@ -121,6 +130,28 @@ struct SharingRound {
             partnerID: job.partnerID, projectID: job.projectID, region: pool.hostRegion[placement.hostID] ?? "", Self.usage(job.resources))
         let borrowed = guest && (partnerStandings[job.partnerID]?.heldRatio(capacity: pool.capacity) ?? 0) > 1 + 1e-9
         return Placed(placement: placement, partnerID: job.partnerID, projectID: job.projectID, holding: holding, guest: guest, borrowed: borrowed)
+    }
+}
+
+extension SharingRound {
+    /// Hard anti-affinity of service replicas: a replica never goes to a host where another replica of its service
+    /// holds an attempt or was placed earlier in the pass. Only replica jobs pay for it (one lookup per job).
+    struct Spread: Sendable {
+        /// Replica job → its service.
+        var serviceOf: [Int64: Int64] = [:]
+        /// Service → hosts with an active attempt of one of its replicas (or placed in this pass).
+        var hosts: [Int64: Set<Int64>] = [:]
+
+        init(serviceOf: [Int64: Int64] = [:], hosts: [Int64: Set<Int64>] = [:]) {
+            self.serviceOf = serviceOf
+            self.hosts = hosts
+        }
+
+        /// Whether `job` may not go to `host` because another replica of its service is there.
+        func excludes(_ job: Int64, host: Int64) -> Bool {
+            guard let service = serviceOf[job] else { return false }
+            return hosts[service]?.contains(host) ?? false
+        }
     }
 }
 

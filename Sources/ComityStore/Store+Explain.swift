@@ -31,7 +31,9 @@ extension Store {
                 case .succeeded, .failed, .cancelled: .finished
                 }
             let pending = PendingJob(id: id, resources: view.spec.resources, priority: view.spec.priority, partnerID: partner, projectID: project)
-            let sharing = outcome == .pending ? try await sharingVerdict(pending, preemptible: preemptible, context: context, on: connection) : nil
+            var sharing = outcome == .pending ? try await sharingVerdict(pending, preemptible: preemptible, context: context, on: connection) : nil
+            // A replica waits off the hosts where its service's other replicas run (SPREAD).
+            if outcome == .pending { for (host, reason) in try await spreadReasons(job: id, on: connection) { sharing?.hosts[host, default: []].append(reason) } }
             var explanation = explain(
                 facts, request: view.spec.resources, context: context, hosts: hosts, outcome: outcome, placedHost: placedHost, sharing: sharing)
             explanation.job = id

@@ -102,6 +102,8 @@ extension Store {
                 where id = \(host)
                 """, logger: logger)
         }
+        // Service replicas' health (one statement; attempts of other hosts or that ended are left alone).
+        if let services = request.services, !services.isEmpty { try await recordServiceStatus(host: host, services) }
         let rows = try await client.query(
             """
             with old as (

@@ -56,7 +56,7 @@ extension Store {
             for (hostID, onHost) in guestsByHost where !busyHosts.contains(hostID) {
                 guard let index = hostIndex[hostID] else { continue }
                 let host = round.hosts[index]
-                guard host.partnerID == job.partnerID || owed, memo.eligible(job.policyClass, host.policyKey),
+                guard host.partnerID == job.partnerID || owed, !round.spread.excludes(job.id, host: hostID), memo.eligible(job.policyClass, host.policyKey),
                     round.admission.failures(job, service: service, on: host, collecting: false).isEmpty
                 else { continue }
                 let victims = onHost.filter { $0.partnerID != job.partnerID }

@@ -118,7 +118,8 @@ extension Store {
         let active = context.active(at: now)
         var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: pool.hostFacts, at: now)
         var round = SharingRound(
-            sharing: sharing, pool: pool, preemptible: preemptible, reservedHosts: Set(reservedHost.values))
+            sharing: sharing, pool: pool, preemptible: preemptible, reservedHosts: Set(reservedHost.values),
+            spread: try await spread(head, on: connection))
         // Reserved jobs first, each on the host reclaimed for it.
         var placements: [SharingRound.Placed] = []
         for job in pending where reservedHost[job.id] != nil {
@@ -148,6 +149,23 @@ extension Store {
             headWasFull: placed > 0 && (placements.count >= configuration.passHeadLimit || Self.someProjectHeadFull(head, limit: configuration.passHeadLimit)))
     }
 
+    /// Where the services of the replica jobs in `head` have replicas now (nothing is read when none is a replica).
+    func spread(_ head: [QueuedRow], on connection: PostgresConnection) async throws -> SharingRound.Spread {
+        var serviceOf: [Int64: Int64] = [:]
+        for row in head { if let service = row.serviceID { serviceOf[row.job.id] = service } }
+        guard !serviceOf.isEmpty else { return SharingRound.Spread() }
+        var hosts: [Int64: Set<Int64>] = [:]
+        for try await (service, host) in try await connection.query(
+            """
+            select j.service_id, a.host_id from jobs j join attempts a on a.job_id = j.id
+            where j.service_id = any(\(Array(Set(serviceOf.values)))::bigint[]) and a.state in ('assigned', 'running')
+            """, logger: logger
+        ).decode((Int64, Int64).self) {
+            hosts[service, default: []].insert(host)
+        }
+        return SharingRound.Spread(serviceOf: serviceOf, hosts: hosts)
+    }
+
     /// A queued job as a pass reads it.
     struct QueuedRow: Sendable {
         /// What the rules read of it.
@@ -157,11 +175,14 @@ extension Store {
         var preemptible: Bool
         var policyGeneration: Int64
         var sharingGeneration: Int64
+        /// The service of a replica job (services spread their replicas over distinct hosts).
+        var serviceID: Int64? = nil
     }
 
     static let queuedColumns = """
         j.id, j.cpu_millis, j.memory_bytes, j.gpus, j.gpu_model, j.gpu_memory_bytes, j.priority, j.project_id, j.partner_id, j.kind, j.inputs,
-        j.max_runtime_seconds, j.preemptible, (select generation from policy_state), (select generation from sharing_state)
+        j.max_runtime_seconds, j.preemptible, (select generation from policy_state), (select generation from sharing_state),
+        j.service_id
         """
 
     /// The head of every project's queue: each project's first jobs (priority, then submission), the bounded head
@@ -212,15 +233,15 @@ extension Store {
 
     private func decodeQueued(_ rows: PostgresRowSequence) async throws -> [QueuedRow] {
         var result: [QueuedRow] = []
-        for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing) in rows.decode(
-            (Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64).self)
+        for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing, service) in rows.decode(
+            (Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64, Int64?).self)
         {
             result.append(
                 QueuedRow(
                     job: JobPolicyRow(
                         id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime),
                     resources: ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
-                    priority: Int(priority), preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing))
+                    priority: Int(priority), preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing, serviceID: service))
         }
         return result
     }

@@ -9,7 +9,7 @@ struct ComityBench: AsyncParsableCommand {
         abstract: "Benchmark driver for Comity (run by ops/bench).",
         subcommands: [
             RunCommand.self, LifecycleCommand.self, DispatchCommand.self, ScaleCommand.self, SharingScaleCommand.self, AgentMemoryCommand.self, RulesCommand.self, AuditVerifyCommand.self,
-            ReportCommand.self,
+            GatewayCommand.self, ReportCommand.self,
         ]
     )
 }

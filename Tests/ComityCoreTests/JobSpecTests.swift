@@ -143,7 +143,10 @@ struct JobSpecTests {
     }
 
     static let goodFields: [GoodField] = [
-        GoodField("kind", .string("inference")) { $0.kind = .inference },
+        GoodField("kind", .string("inference")) {
+            $0.kind = .inference
+            $0.service = ServiceSpec()  // a service without a service: block gets the defaults
+        },
         GoodField("kind", .string("training")) { $0.kind = .training },
         GoodField("max_runtime", .string("90s")) { $0.maxRuntimeSeconds = 90 },
         GoodField("max_runtime", .string("1h30m")) { $0.maxRuntimeSeconds = 5400 },

@@ -23,10 +23,12 @@ struct OpenAPIContractTests {
         return try #require(try Yams.compose(yaml: text), "docs/openapi.yaml is empty")
     }
 
-    /// `/v1/jobs/{id}` and `/v1/jobs/:id` both become `/v1/jobs/:id`.
+    /// `/v1/jobs/{id}` and `/v1/jobs/:id` both become `/v1/jobs/:id`; the router's catch-all `**` is the document's
+    /// `{path}` (the gateway's rest of the path, one or more segments).
     static func normalize(_ path: String) -> String {
-        path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
-            segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : segment
+        path.split(separator: "/", omittingEmptySubsequences: false).map { segment -> String in
+            if segment == "**" { return ":path" }
+            return segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : String(segment)
         }.joined(separator: "/")
     }
 

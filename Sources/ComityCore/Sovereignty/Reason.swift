@@ -28,6 +28,8 @@ public struct Reason: Sendable, Hashable, Codable {
         case cpu = "CPU"
         case memory = "MEMORY"
         case busy = "BUSY"
+        /// Another replica of the same service runs on the host (replicas of one service go to distinct hosts).
+        case spread = "SPREAD"
         // Fair sharing (docs/sharing.md).
         case quota = "QUOTA"
         case borrowLimit = "BORROW_LIMIT"

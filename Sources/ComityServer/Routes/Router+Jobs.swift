@@ -17,6 +17,10 @@ extension Routes {
             case .success(let valid): spec = valid
             case .failure(let failure): throw APIError.invalid(failure)
             }
+            // A service (kind: inference) becomes its replica jobs.
+            if spec.kind == .inference {
+                return try await submitService(spec, array: request.uri.queryParameters.get("array"), by: principal)
+            }
             if let array = request.uri.queryParameters.get("array") {
                 let indices = try Self.arrayIndices(array)
                 let specs = indices.map { index in

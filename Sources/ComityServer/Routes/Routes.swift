@@ -33,5 +33,6 @@ package struct Routes: Sendable {
         addPolicyRoutes(to: router)
         addAuditRoutes(to: router)
         addSharingRoutes(to: router)
+        addServiceRoutes(to: router)
     }
 }
