@@ -64,7 +64,8 @@ extension AgentService {
                 resources: assignment.spec.resources,
                 gpuDevices: JobEnvironment.visibleDevices(for: assignment).split(separator: ",").map(String.init),
                 attempt: assignment.attempt,
-                name: assignment.spec.name
+                name: assignment.spec.name,
+                network: assignment.spec.network ?? false
             )
             let runner = makeExecutor(logger: logger)
             async let sampled: Void = sampler.run()

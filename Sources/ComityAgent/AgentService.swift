@@ -132,7 +132,20 @@ package struct AgentService: Service, CustomStringConvertible {
             }
         }
         resources.runtime = RuntimeProbe.detect(runner: configuration.runner, slurm: await slurmProbe())
+        try checkSandbox(resources.runtime)
         return resources
+    }
+
+    /// A host configured to sandbox its jobs never runs them unsandboxed: the agent does not start where bwrap does
+    /// not work (the server would otherwise place jobs with non-public data on it).
+    func checkSandbox(_ runtime: HostRuntime?) throws(AgentError) {
+        guard configuration.runner == .sandbox, !(runtime?.available.contains(.sandbox) ?? false) else { return }
+        let why = runtime?.notes.first { $0.hasPrefix("sandbox:") } ?? "sandbox: not available"
+        throw AgentError(
+            .configuration,
+            "--runner sandbox, but bubblewrap cannot run jobs on this host (\(why)); install bubblewrap and allow it "
+                + "to create namespaces, or start the agent with --runner process (it then takes no jobs with non-public data)"
+        )
     }
 
     /// Fails unless enrollment is possible: a join token and a server URL.

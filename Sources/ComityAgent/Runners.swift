@@ -50,7 +50,16 @@ extension AgentService {
             )
             slurm.logs = processConfiguration.logs
             return SlurmRunner(configuration: slurm, logger: logger)
-        case .sandbox, .container:
+        case .sandbox:
+            // The agent does not start where bwrap does not work (``inventory()``); this is bwrap removed since.
+            guard let bwrap = SandboxRunner.locate(environment: environment) else {
+                return UnavailableRunner(reason: "the sandbox runner cannot run jobs on this host: bwrap not found")
+            }
+            return SandboxRunner(
+                configuration: SandboxRunner.Configuration(bwrap: bwrap, hidden: [configuration.stateDirectory.path]),
+                process: JobRunner(configuration: processConfiguration, logger: logger)
+            )
+        case .container:
             return UnavailableRunner(reason: "the \(configuration.runner.rawValue) runner is not built into this agent")
         }
     }

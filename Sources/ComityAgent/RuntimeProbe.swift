@@ -13,6 +13,7 @@ package enum RuntimeProbe {
         var runtime = HostRuntime(runner: runner, available: [.process])
         addSlurm(slurm, to: &runtime)
         addCGroups(CGroupHierarchy.host, to: &runtime)
+        addSandbox(SandboxRunner.probe(), to: &runtime)
         if runner != .process, !runtime.available.contains(runner) {
             runtime.notes.append("\(runner.rawValue): not available on this host")
         }
@@ -24,6 +25,14 @@ package enum RuntimeProbe {
         switch probe {
         case nil: break
         case .answers: runtime.available.append(.slurm)
+        case .unavailable(let reason): runtime.notes.append(reason)
+        }
+    }
+
+    /// The sandbox runner is available when bwrap can make a sandbox here; otherwise a note says why.
+    static func addSandbox(_ availability: SandboxRunner.Availability, to runtime: inout HostRuntime) {
+        switch availability {
+        case .works: runtime.available.append(.sandbox)
         case .unavailable(let reason): runtime.notes.append(reason)
         }
     }

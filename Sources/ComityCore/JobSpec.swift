@@ -101,7 +101,7 @@ extension JobSpec {
 
     static let fields = [
         "name", "project", "kind", "command", "env", "resources", "inputs", "outputs", "max_runtime", "retries",
-        "priority", "preemptible", "service",
+        "priority", "preemptible", "network", "service",
     ]
     static let resourceFields = ["cpus", "memory", "gpus", "gpu_model", "gpu_memory"]
 
@@ -153,6 +153,12 @@ extension JobSpec {
         case .bool(let flag): preemptible = flag
         case let other?: reader.fail("preemptible", "expected true or false, got \(other.typeName)")
         }
+        var network: Bool?
+        switch object["network"] {
+        case nil, .null: break
+        case .bool(let flag): network = flag
+        case let other?: reader.fail("network", "expected true or false, got \(other.typeName)")
+        }
 
         var resources = ResourceRequest(cpuMillis: 1000, memoryBytes: 1 << 30)
         switch object["resources"] {
@@ -176,7 +182,7 @@ extension JobSpec {
             JobSpec(
                 name: name, project: project, kind: kind, command: command, env: env, resources: resources,
                 inputs: inputs, outputs: outputs, maxRuntimeSeconds: maxRuntime, retries: retries, priority: priority,
-                preemptible: preemptible, service: service
+                preemptible: preemptible, network: network, service: service
             )
         )
     }

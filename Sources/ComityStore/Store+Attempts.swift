@@ -17,7 +17,7 @@ extension Store {
                 """
                 select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
                        j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
-                       h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state)
+                       h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state), h.runner
                 from attempts a
                 join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
                 join hosts h on h.id = a.host_id
@@ -35,23 +35,25 @@ extension Store {
             for row in rows {
                 let (attempt, job, specText, indices, lease, gpusText) = try row.decode((Int64, Int64, String, [Int32], Date, String).self)
                 let columns = row.makeRandomAccess()
-                let jobFacts = JobPolicyRow(
+                var jobFacts = JobPolicyRow(
                     id: job, projectID: try columns[6].decode(Int64.self), partnerID: try columns[7].decode(Int64.self),
                     kind: JobKind(rawValue: try columns[8].decode(String.self)) ?? .training, inputs: try columns[9].decode([String].self),
                     maxRuntimeSeconds: try columns[10].decode(Int64.self)
                 ).facts(context)
+                let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
+                jobFacts.network = spec.network ?? false
                 let region = try columns[13].decode(String.self)
                 let partner = try columns[12].decode(Int64.self)
                 let hostFacts = HostFacts(
                     id: host, name: try columns[11].decode(String.self), partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
                     jurisdiction: context.regionJurisdiction[region] ?? "?",
-                    labels: try decoder.decode([String: String].self, from: Data(try columns[14].decode(String.self).utf8)))
+                    labels: try decoder.decode([String: String].self, from: Data(try columns[14].decode(String.self).utf8)),
+                    runner: RunnerKind(rawValue: try columns[16].decode(String.self)) ?? .process)
                 let failures = context.snapshot.evaluate(jobFacts, on: hostFacts, at: now).failures
                 if !failures.isEmpty {
                     refused.append((attempt, "claim refused: " + failures.map(\.label).joined(separator: ", ")))
                     continue
                 }
-                let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
                 let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
                 let assigned = indices.map(Int.init)
                 let uuids = assigned.compactMap { index in gpus.first { $0.index == index }?.uuid }

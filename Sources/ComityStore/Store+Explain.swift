@@ -18,10 +18,12 @@ extension Store {
                 from jobs j left join attempts a on a.id = j.current_attempt where j.id = \(id)
                 """, logger: logger
             ).decode((Int64, Int64, String, [String], Int64, [String]?, String?, Int64?, Bool, Bool, Date?, String?).self).collect()
+            let network = view.spec.network ?? false
             guard let (project, partner, kind, inputs, runtime, permitted, placedUnder, placedHost, preemptible, borrowed, stopAfter, stopReason) = rows.first
             else { return nil }
             let facts = JobPolicyRow(
-                id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime
+                id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime,
+                network: network
             ).facts(context)
             let hosts = try await policyHosts(context, on: connection)
             let outcome: Explanation.Outcome =
@@ -66,7 +68,8 @@ extension Store {
         return try await client.withConnection { connection in
             let context = try await policyContext(on: connection)
             let facts = JobPolicyRow(
-                id: 0, projectID: ids.project, partnerID: ids.partner, kind: spec.kind, inputs: spec.inputs, maxRuntimeSeconds: spec.maxRuntimeSeconds
+                id: 0, projectID: ids.project, partnerID: ids.partner, kind: spec.kind, inputs: spec.inputs, maxRuntimeSeconds: spec.maxRuntimeSeconds,
+                network: spec.network ?? false
             ).facts(context)
             let hosts = try await policyHosts(context, on: connection)
             let pending = PendingJob(id: 0, resources: spec.resources, priority: spec.priority, partnerID: ids.partner, projectID: ids.project)

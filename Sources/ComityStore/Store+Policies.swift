@@ -34,11 +34,16 @@ struct JobPolicyRow: Sendable {
     var kind: JobKind
     var inputs: [String]
     var maxRuntimeSeconds: Int64
+    /// The spec's `network: true` (read as ``networkSQL``).
+    var network = false
+
+    /// The job's `network` flag out of its spec, `false` when absent (`j` is the jobs table).
+    static let networkSQL = "coalesce((j.spec->>'network')::boolean, false)"
 
     func facts(_ context: PolicyContext) -> JobFacts {
         JobFacts(
             project: context.projectNames[projectID] ?? "#\(projectID)", partner: context.partnerNames[partnerID] ?? "#\(partnerID)",
-            kind: kind, inputs: inputs, maxRuntimeSeconds: maxRuntimeSeconds)
+            kind: kind, inputs: inputs, maxRuntimeSeconds: maxRuntimeSeconds, network: network)
     }
 }
 
@@ -151,21 +156,22 @@ extension Store {
     func policyHosts(_ context: PolicyContext, on connection: PostgresConnection) async throws -> [HostPolicyRow] {
         let used = try await activeUsage(on: connection)
         var rows: [HostPolicyRow] = []
-        for try await (id, name, partner, region, labelsText, state, fresh, cpu, memory, gpusText) in try await connection.query(
+        for try await (id, name, partner, region, labelsText, state, fresh, cpu, memory, gpusText, runner) in try await connection.query(
             """
             select id, name, partner_id, region, labels::text, state,
                    coalesce(last_heartbeat > now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds))), false),
-                   cpu_millis, memory_bytes, gpus::text
+                   cpu_millis, memory_bytes, gpus::text, runner
             from hosts order by id
             """, logger: logger
-        ).decode((Int64, String, Int64, String, String, String, Bool, Int32, Int64, String).self) {
+        ).decode((Int64, String, Int64, String, String, String, Bool, Int32, Int64, String, String).self) {
             let labels = try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labelsText.utf8))
             let gpus = try gpuCache.gpus(host: id, json: gpusText)
             let condition: HostCondition = state == "draining" ? .draining : (state == "active" && fresh ? .up : .down)
             let usage = used[id] ?? (0, 0, [])
             let facts = HostFacts(
                 id: id, name: name, partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
-                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels, condition: condition)
+                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels, condition: condition,
+                runner: RunnerKind(rawValue: runner) ?? .process)
             let free = HostAvailability(
                 id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
                 freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count, partnerID: partner)
@@ -184,8 +190,10 @@ extension Store {
         var permitted: [JobFacts: String?] = [:]
         var result: [String?] = []
         for spec in specs {
-            let facts = JobPolicyRow(id: 0, projectID: project, partnerID: partner, kind: spec.kind, inputs: spec.inputs, maxRuntimeSeconds: spec.maxRuntimeSeconds)
-                .facts(context)
+            let facts = JobPolicyRow(
+                id: 0, projectID: project, partnerID: partner, kind: spec.kind, inputs: spec.inputs, maxRuntimeSeconds: spec.maxRuntimeSeconds,
+                network: spec.network ?? false
+            ).facts(context)
             if let known = permitted[facts] {
                 result.append(known)
                 continue
@@ -353,14 +361,16 @@ extension Store {
                 return verdict
             }.count
         }
-        for try await (ids, names, projectID, partnerID, kind, inputs, runtime) in try await connection.query(
+        for try await (ids, names, projectID, partnerID, kind, inputs, runtime, network) in try await connection.query(
             """
             select (array_agg(id order by priority desc, id))[1:50], (array_agg(name order by priority desc, id))[1:50],
-                   project_id, partner_id, kind, inputs, max_runtime_seconds
-            from jobs where state = 'queued' group by project_id, partner_id, kind, inputs, max_runtime_seconds
+                   project_id, partner_id, kind, inputs, max_runtime_seconds, \(unescaped: JobPolicyRow.networkSQL)
+            from jobs j where state = 'queued' group by project_id, partner_id, kind, inputs, max_runtime_seconds, \(unescaped: JobPolicyRow.networkSQL)
             """, logger: logger
-        ).decode(([Int64], [String], Int64, Int64, String, [String], Int64).self) {
-            let row = JobPolicyRow(id: 0, projectID: projectID, partnerID: partnerID, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime)
+        ).decode(([Int64], [String], Int64, Int64, String, [String], Int64, Bool).self) {
+            let row = JobPolicyRow(
+                id: 0, projectID: projectID, partnerID: partnerID, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime,
+                network: network)
             let facts = row.facts(context)
             let counts = memo[facts] ?? (eligibleCount(before, facts), eligibleCount(after, facts))
             memo[facts] = counts
@@ -371,15 +381,18 @@ extension Store {
         }
         // Running and assigned jobs, each on its host.
         let anyHost = Dictionary(uniqueKeysWithValues: allHosts.map { ($0.facts.id, $0.facts) })
-        for try await (id, name, state, attempt, hostID, projectID, partnerID, kind, inputs, runtime) in try await connection.query(
+        for try await (id, name, state, attempt, hostID, projectID, partnerID, kind, inputs, runtime, network) in try await connection.query(
             """
-            select j.id, j.name, j.state, a.id, a.host_id, j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds
+            select j.id, j.name, j.state, a.id, a.host_id, j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
+                   \(unescaped: JobPolicyRow.networkSQL)
             from jobs j join attempts a on a.id = j.current_attempt
             where j.state in ('assigned', 'running') and a.state in ('assigned', 'running')
             """, logger: logger
-        ).decode((Int64, String, String, Int64, Int64, Int64, Int64, String, [String], Int64).self) {
+        ).decode((Int64, String, String, Int64, Int64, Int64, Int64, String, [String], Int64, Bool).self) {
             guard let host = anyHost[hostID] else { continue }
-            let row = JobPolicyRow(id: id, projectID: projectID, partnerID: partnerID, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime)
+            let row = JobPolicyRow(
+                id: id, projectID: projectID, partnerID: partnerID, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime,
+                network: network)
             let facts = row.facts(context)
             var up = host
             up.condition = .up  // a host's own state is not a rule change

@@ -182,7 +182,7 @@ extension Store {
     static let queuedColumns = """
         j.id, j.cpu_millis, j.memory_bytes, j.gpus, j.gpu_model, j.gpu_memory_bytes, j.priority, j.project_id, j.partner_id, j.kind, j.inputs,
         j.max_runtime_seconds, j.preemptible, (select generation from policy_state), (select generation from sharing_state),
-        j.service_id
+        coalesce((j.spec->>'network')::boolean, false), j.service_id
         """
 
     /// The head of every project's queue: each project's first jobs (priority, then submission), the bounded head
@@ -233,13 +233,14 @@ extension Store {
 
     private func decodeQueued(_ rows: PostgresRowSequence) async throws -> [QueuedRow] {
         var result: [QueuedRow] = []
-        for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing, service) in rows.decode(
-            (Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64, Int64?).self)
+        for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing, network, service)
+            in rows.decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64, Bool, Int64?).self)
         {
             result.append(
                 QueuedRow(
                     job: JobPolicyRow(
-                        id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime),
+                        id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime,
+                        network: network),
                     resources: ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
                     priority: Int(priority), preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing, serviceID: service))
         }
@@ -318,7 +319,7 @@ extension Store {
     /// The pass's select of hosts it may place on (also for `comity-bench scale`'s query plans).
     package static func availableHostsSQL(timeoutSeconds: Int) -> String {
         """
-        select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name from hosts
+        select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name, runner from hosts
         where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(timeoutSeconds)))
         """
     }
@@ -329,9 +330,9 @@ extension Store {
         var pool = Pool(hosts: [], hostFacts: [], factsByHost: [:], capacity: .zero, partnerCapacity: [:], holdings: holdings, hostGPUs: [:], hostRegion: [:], hostPartner: [:])
         var keys: [PolicyHostKey: Int] = [:]
         var labelCache: [String: [String: String]] = [:]
-        for try await (id, cpu, memory, gpusText, partner, region, labelsText, name) in try await connection.query(
+        for try await (id, cpu, memory, gpusText, partner, region, labelsText, name, runner) in try await connection.query(
             PostgresQuery(unsafeSQL: Self.availableHostsSQL(timeoutSeconds: configuration.hostTimeoutSeconds)), logger: logger
-        ).decode((Int64, Int32, Int64, String, Int64, String, String, String).self) {
+        ).decode((Int64, Int32, Int64, String, Int64, String, String, String, String).self) {
             let gpus = try gpuCache.gpus(host: id, json: gpusText)
             let usage = used[id] ?? (0, 0, [])
             let labels: [String: String]
@@ -343,7 +344,7 @@ extension Store {
             }
             let host = HostFacts(
                 id: id, name: name, partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
-                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels)
+                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels, runner: RunnerKind(rawValue: runner) ?? .process)
             let key: Int
             if let known = keys[host.policyKey] {
                 key = known

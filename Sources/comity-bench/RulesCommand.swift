@@ -182,9 +182,10 @@ struct SyntheticFederation {
         for index in 0..<count {
             let region = regions[index % regions.count]
             let partnerIndex = (index / regions.count) % partners.count
+            // Sandbox hosts, so that the data rules, not the runner, decide where jobs with non-public data go.
             let facts = HostFacts(
                 id: Int64(index + 1), name: "h\(index)", partner: partners[partnerIndex], region: region.name, jurisdiction: region.jurisdiction,
-                labels: labelSets[index % labelSets.count])
+                labels: labelSets[index % labelSets.count], runner: .sandbox)
             let key: Int
             if let known = keys[facts.policyKey] {
                 key = known

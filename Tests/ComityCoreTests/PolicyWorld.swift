@@ -49,6 +49,8 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
         var useProjects: [String]?
         var useKinds: [JobKind]?
         var derivedFrom: [Source]
+        /// `network: allow` (`true`) or `deny` (`false`); `nil` is the default (denied unless public).
+        var network: Bool? = nil
     }
 
     struct Rule: Sendable {
@@ -96,6 +98,7 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
         var cpus: Int
         var memoryGi: Int
         var gpus: Int
+        var runner: RunnerKind = .sandbox
     }
 
     struct Job: Sendable {
@@ -108,6 +111,7 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
         var cpus: Int
         var memoryGi: Int
         var gpus: Int
+        var network = false
     }
 
     var now: Date
@@ -219,9 +223,11 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
                 nonCommercial: rng.chance(0.15), usePartners: rng.chance(0.1) ? rng.subset(partnerNames, upTo: 2) : nil,
                 useProjects: rng.chance(0.08) ? rng.subset(projectNames, upTo: 3) : nil,
                 useKinds: rng.chance(0.1) ? [rng.pick(JobKind.allCases)] : nil, derivedFrom: derived)
-            datasets[name] = [version(dataset)]
+            var stated = dataset
+            if rng.chance(0.3) { stated.network = rng.chance(0.5) }
+            datasets[name] = [version(stated)]
             if rng.chance(0.2) {
-                var next = dataset
+                var next = stated
                 next.allow = rng.chance(0.7) ? refs() : nil
                 datasets[name]!.append(laterVersion(next))
             }
@@ -270,17 +276,17 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
             return Host(
                 id: Int64(100 + index), partner: rng.pick(partnerNames), jurisdiction: rng.pick(codes), labels: labels,
                 condition: rng.chance(0.1) ? rng.pick([HostCondition.down, .draining]) : .up, cpus: rng.pick([2, 4, 8, 16]),
-                memoryGi: rng.pick([8, 16, 64]), gpus: rng.pick([0, 0, 1, 2, 4, 8]))
+                memoryGi: rng.pick([8, 16, 64]), gpus: rng.pick([0, 0, 1, 2, 4, 8]), runner: rng.chance(0.7) ? .sandbox : .process)
         }
 
         // A few classes of job (same project, kind, inputs and runtime), each submitted a few times.
-        let classes: [(project: String, partner: String, kind: JobKind, inputs: [String], runtime: Int64)] = (0..<rng.int(1...5)).map { _ in
+        let classes: [(project: String, partner: String, kind: JobKind, inputs: [String], runtime: Int64, network: Bool)] = (0..<rng.int(1...5)).map { _ in
             let project = rng.chance(0.04) ? "q9" : rng.pick(projectNames)
             var inputs = rng.chance(0.2) ? [] : rng.subset(datasetNames, upTo: 2)
             if rng.chance(0.04) { inputs.append("d9") }
             return (
                 project, projects[project]?.partner ?? rng.pick(partnerNames), rng.pick(JobKind.allCases), inputs,
-                rng.pick(runtimes)
+                rng.pick(runtimes), rng.chance(0.25)
             )
         }
         let jobs = (0..<rng.int(1...12)).map { index in
@@ -288,7 +294,7 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
             return Job(
                 id: Int64(1000 + index), project: template.project, partner: template.partner, kind: template.kind,
                 inputs: template.inputs, runtime: template.runtime, cpus: rng.pick([1, 2, 4]), memoryGi: rng.pick([1, 4, 8]),
-                gpus: rng.pick([0, 0, 1, 2]))
+                gpus: rng.pick([0, 0, 1, 2]), network: template.network)
         }
 
         return PolicyWorld(
@@ -307,11 +313,12 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
     func hostFacts(_ host: Host) -> HostFacts {
         HostFacts(
             id: host.id, name: "h\(host.id)", partner: host.partner, region: host.jurisdiction.lowercased(),
-            jurisdiction: host.jurisdiction, labels: host.labels, condition: host.condition)
+            jurisdiction: host.jurisdiction, labels: host.labels, condition: host.condition, runner: host.runner)
     }
 
     func jobFacts(_ job: Job) -> JobFacts {
-        JobFacts(project: job.project, partner: job.partner, kind: job.kind, inputs: job.inputs, maxRuntimeSeconds: job.runtime)
+        JobFacts(
+            project: job.project, partner: job.partner, kind: job.kind, inputs: job.inputs, maxRuntimeSeconds: job.runtime, network: job.network)
     }
 
     /// Every version of every document, as JSON, in version order.
@@ -353,6 +360,8 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
                         }),
                 ]
                 object["export_class"] = d.exportClass.map(JSONValue.string)
+                // Both spellings the parser reads.
+                object["network"] = d.network.map { $0 ? (name.hasSuffix("1") ? .bool(true) : .string("allow")) : .string("deny") }
                 documents.append(.object(object))
             }
         }
@@ -419,8 +428,8 @@ struct PolicyWorld: Sendable, CustomStringConvertible {
             now \(now.formatted(.iso8601)); jurisdictions \(tree.joined(separator: " ")); partners \(partners.keys.sorted().map { "\($0)\(partners[$0]! ? "(commercial)" : "")" })
             projects \(projects.keys.sorted().map { "\($0): \(projects[$0]!)" })
             \(text.joined(separator: "\n"))
-            hosts \(hosts.map { "\($0.id) \($0.partner) \($0.jurisdiction) \($0.labels) \($0.condition) \($0.cpus)cpu \($0.memoryGi)Gi \($0.gpus)gpu" })
-            jobs \(jobs.map { "\($0.id) \($0.project)/\($0.partner) \($0.kind) \($0.inputs) \($0.runtime)s \($0.cpus)cpu \($0.memoryGi)Gi \($0.gpus)gpu" })
+            hosts \(hosts.map { "\($0.id) \($0.partner) \($0.jurisdiction) \($0.labels) \($0.condition) \($0.runner.rawValue) \($0.cpus)cpu \($0.memoryGi)Gi \($0.gpus)gpu" })
+            jobs \(jobs.map { "\($0.id) \($0.project)/\($0.partner) \($0.kind) \($0.inputs)\($0.network ? " network" : "") \($0.runtime)s \($0.cpus)cpu \($0.memoryGi)Gi \($0.gpus)gpu" })
             """
     }
 }

@@ -9,6 +9,9 @@ import Foundation
 /// hosts, subject to data rules). Fail closed: a rule that cannot be evaluated excludes the host. Lineage: derived
 /// data keeps its sources' residency, class and use conditions unless the steward relaxed them. A job is not placed
 /// where a rule already announced would force it off before its max_runtime ends."
+///
+/// Issue 7: data that is not public is processed only on hosts that run jobs in the sandbox; a job that asks for the
+/// network may not read data that is not public unless each such dataset allows it (`network: allow`).
 struct ReferenceChecker {
     let world: PolicyWorld
 
@@ -25,7 +28,8 @@ struct ReferenceChecker {
         if job.inputs.contains(where: { inForce(world.datasets[$0], at: world.now) == nil }) { return true }
         // A source that is not in force is a broken rule: the job waits (fail closed) rather than being rejected.
         guard let data = obligations(job, at: world.now) else { return false }
-        return data.contains { !usable($0, job, project) } || forbids(job, data).contains { $0.jurisdictions == nil }
+        return data.contains { !usable($0, job, project) || !networkAllowed($0, job) }
+            || forbids(job, data).contains { $0.jurisdictions == nil }
     }
 
     var announced: [Date] {
@@ -60,6 +64,10 @@ struct ReferenceChecker {
         return true
     }
 
+    func networkAllowed(_ d: PolicyWorld.Dataset, _ job: PolicyWorld.Job) -> Bool {
+        !job.network || d.dataClass == .public || d.network == true
+    }
+
     func matches(_ match: PolicyWorld.Match, _ job: PolicyWorld.Job, _ data: [PolicyWorld.Dataset]) -> Bool {
         let strictest = data.map(\.dataClass).max() ?? .public
         return (match.partners?.contains(job.partner) ?? true) && (match.projects?.contains(job.project) ?? true)
@@ -73,8 +81,9 @@ struct ReferenceChecker {
     func rulesHold(_ job: PolicyWorld.Job, _ host: PolicyWorld.Host, at time: Date, windows: Bool) -> Bool {
         guard let project = world.projects[job.project], let data = obligations(job, at: time) else { return false }
         let federation = inForce(world.federation, at: time)
+        if data.contains(where: { $0.dataClass != .public }), host.runner != .sandbox { return false }
         for d in data {
-            guard usable(d, job, project) else { return false }
+            guard usable(d, job, project), networkAllowed(d, job) else { return false }
             if let allow = d.allow, inArea(allow, host) != true { return false }
             if !d.deny.isEmpty, inArea(d.deny, host) != false { return false }
             if let partners = d.hostPartners, !partners.contains(host.partner) { return false }

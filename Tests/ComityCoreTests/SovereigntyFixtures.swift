@@ -57,21 +57,23 @@ enum Fixture {
         return PolicySnapshot(facts: facts, versions: versions)
     }
 
+    /// A host; sandboxed unless said otherwise, so that data rules other than the sandbox's decide.
     static func host(
         _ id: Int64, _ partner: String, _ jurisdiction: String, labels: [String: String] = [:],
-        condition: HostCondition = .up
+        condition: HostCondition = .up, runner: RunnerKind = .sandbox
     ) -> HostFacts {
         HostFacts(
             id: id, name: "\(partner)-\(id)", partner: partner, region: jurisdiction.lowercased(),
-            jurisdiction: jurisdiction, labels: labels, condition: condition)
+            jurisdiction: jurisdiction, labels: labels, condition: condition, runner: runner)
     }
 
     static func job(
-        _ project: String, inputs: [String] = [], kind: JobKind = .training, runtime: Int64 = 3600, partner: String? = nil
+        _ project: String, inputs: [String] = [], kind: JobKind = .training, runtime: Int64 = 3600, partner: String? = nil,
+        network: Bool = false
     ) -> JobFacts {
         JobFacts(
             project: project, partner: partner ?? facts.projects[project]?.partner ?? "nobody", kind: kind, inputs: inputs,
-            maxRuntimeSeconds: runtime)
+            maxRuntimeSeconds: runtime, network: network)
     }
 
     /// A donor policy of `partner` taking every guest, in `timezone`.

@@ -31,6 +31,18 @@ final class Pool: @unchecked Sendable {
         return ["comity-server", "comity-agent", "comity"].allSatisfy { FileManager.default.isExecutableFile(atPath: "\(binDirectory)/\($0)") }
     }
 
+    /// Whether bubblewrap can make a sandbox here (agents started with `--runner sandbox` refuse to start otherwise).
+    static let canSandbox: Bool = {
+        let bwrap = Process()
+        bwrap.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        bwrap.arguments = ["bwrap", "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", "--", "/bin/sh", "-c", ":"]
+        bwrap.standardOutput = FileHandle.nullDevice
+        bwrap.standardError = FileHandle.nullDevice
+        guard (try? bwrap.run()) != nil else { return false }
+        bwrap.waitUntilExit()
+        return bwrap.terminationStatus == 0
+    }()
+
     let directory: URL
     let port: Int
     var serverPID: pid_t = 0
@@ -116,13 +128,14 @@ final class Pool: @unchecked Sendable {
         return last!
     }
 
-    /// Enrolls and starts an agent with simulated resources (a `--resources` YAML file).
-    func startAgent(_ name: String, partner: String, region: String, resources: String) async throws {
+    /// Enrolls and starts an agent with simulated resources (a `--resources` YAML file); `runner` is its `--runner`
+    /// (`.sandbox` really runs its jobs under bubblewrap, and only such hosts take jobs with non-public data).
+    func startAgent(_ name: String, partner: String, region: String, resources: String, runner: RunnerKind = .process) async throws {
         let join = try await cliOK(["hosts", "join-token", "--partner", partner, "--region", region])
         let file = directory.appending(path: "\(name).yaml")
         try resources.write(to: file, atomically: true, encoding: .utf8)
         let arguments = ["--server", server, "--state-dir", directory.appending(path: "agents/\(name)").path,
-                         "--resources", file.path, "--name", name, "--kill-grace", "2s"]
+                         "--resources", file.path, "--name", name, "--kill-grace", "2s", "--runner", runner.rawValue]
         agentArguments[name] = arguments
         agents[name] = try await spawn("comity-agent", arguments + ["--join-token", join.lastLine], log: "agent-\(name).log")
         try await eventually("agent \(name) is enrolled and active") {

@@ -4,7 +4,8 @@ import Foundation
 import Testing
 
 /// A three-jurisdiction pool: uon in Kenya, tum in Germany (within the EU), mit in the US; tum and mit lend their
-/// hosts to everyone, uon's Kenyan health corpus may be processed only in Kenya and only for health research.
+/// hosts to everyone, uon's Kenyan health corpus may be processed only in Kenya and only for health research. Every
+/// agent runs its jobs in the sandbox (bubblewrap), as hosts that take non-public data must.
 struct SovereignPoolTrait: SuiteTrait, TestScoping {
     var isRecursive: Bool { false }
 
@@ -25,14 +26,16 @@ struct SovereignPoolTrait: SuiteTrait, TestScoping {
         try await pool.cliOK(
             ["datasets", "add", "ke-health", "--steward", "uon", "--class", "health", "--allow", "KE", "--purpose", "health-research"],
             token: pool.uonToken)
-        try await pool.startAgent("ke1", partner: "uon", region: "ke-nbo-1", resources: "{cpus: 2, memory: 4Gi}")
-        try await pool.startAgent("de1", partner: "tum", region: "eu-de-1", resources: "{cpus: 2, memory: 4Gi}")
-        try await pool.startAgent("us1", partner: "mit", region: "us-east-1", resources: "{cpus: 2, memory: 4Gi}")
+        try await pool.startAgent("ke1", partner: "uon", region: "ke-nbo-1", resources: "{cpus: 2, memory: 4Gi}", runner: .sandbox)
+        try await pool.startAgent("de1", partner: "tum", region: "eu-de-1", resources: "{cpus: 2, memory: 4Gi}", runner: .sandbox)
+        try await pool.startAgent("us1", partner: "mit", region: "us-east-1", resources: "{cpus: 2, memory: 4Gi}", runner: .sandbox)
         }
     }
 }
 
-@Suite("End to end: sovereignty rules in a three-jurisdiction pool", .serialized, .enabled(if: Pool.isAvailable, "needs COMITY_BIN_DIR (run ops/test)"), SovereignPoolTrait())
+@Suite(
+    "End to end: sovereignty rules in a three-jurisdiction pool", .serialized, .enabled(if: Pool.isAvailable, "needs COMITY_BIN_DIR (run ops/test)"),
+    .enabled(if: Pool.canSandbox, "needs bubblewrap that can create namespaces (ops/test installs bubblewrap)"), SovereignPoolTrait())
 struct SovereigntyEndToEndTests {
     var pool: Pool { Pool.current! }
 
@@ -40,7 +43,10 @@ struct SovereigntyEndToEndTests {
         try WireJSON.decoder().decode(Explanation.self, from: Data(try await pool.cliOK(["why", String(job), "--output", "json"]).stdout.utf8))
     }
 
-    func healthJob(_ name: String, command: String = "true", inputs: [String] = ["ke-health"], outputs: [String] = [], project: String = "asr") throws -> String {
+    func healthJob(
+        _ name: String, command: String = "true", inputs: [String] = ["ke-health"], outputs: [String] = [], project: String = "asr",
+        network: Bool = false
+    ) throws -> String {
         try pool.jobFile(name, """
             name: \(name)
             project: \(project)
@@ -48,6 +54,7 @@ struct SovereigntyEndToEndTests {
             inputs: [\(inputs.joined(separator: ", "))]
             outputs: [\(outputs.joined(separator: ", "))]
             resources: {cpus: 1, memory: 256Mi}
+            network: \(network)
             """)
     }
 
@@ -149,5 +156,31 @@ struct SovereigntyEndToEndTests {
         #expect(explained.hosts.first { $0.host == "de1" }?.reasons.map(\.label) == ["RESIDENCY(ke-asr-model←ke-health)"])
         let job = try await pool.submit(serving)
         #expect(try await pool.waitFor(job, [.succeeded]).host == "ke1")
+    }
+
+    @Test("a health job runs sandboxed: it cannot reach the server over the network nor read its agent's credential")
+    func sandboxedAtRunTime() async throws {
+        let state = pool.directory.appending(path: "agents/ke1").path
+        let probe = try healthJob(
+            "sandboxed",
+            command: "if bash -c 'exec 3<>/dev/tcp/127.0.0.1/\(pool.port)' 2>/dev/null; then echo server-reached; else echo network-cut; fi; "
+                + "if cat \(state)/credential.json >/dev/null 2>&1; then echo credential-read; else echo credential-hidden; fi")
+        let job = try await pool.submit(probe)
+        #expect(try await pool.waitFor(job, [.succeeded]).host == "ke1")
+        let logs = try await pool.cliOK(["logs", String(job)]).stdout
+        #expect(logs.contains("network-cut") && logs.contains("credential-hidden"), "\(logs)")
+        // Outside the sandbox the credential is there.
+        #expect(FileManager.default.fileExists(atPath: state + "/credential.json"))
+    }
+
+    @Test("a job asking for the network is rejected when its data forbids it (E_NETWORK)")
+    func networkForbidden() async throws {
+        let file = try healthJob("wants-network", network: true)
+        let explained = try WireJSON.decoder().decode(Explanation.self, from: Data(try await pool.cliOK(["explain", file, "--output", "json"]).stdout.utf8))
+        #expect(explained.outcome == .rejected)
+        #expect(explained.jobReasons.map(\.label) == ["E_NETWORK(ke-health)"])
+        let submitted = try await pool.cli(["submit", file])
+        #expect(submitted.status == 1)
+        #expect(submitted.stderr.contains("E_NETWORK(ke-health)"), "\(submitted)")
     }
 }

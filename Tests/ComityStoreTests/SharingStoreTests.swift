@@ -214,7 +214,8 @@ struct SharingStoreTests {
     func noPreemptionForIllegalCapacity() async throws {
         try await TestDatabase.withDatabase { client, _ in
             let commons = try await Commons.make(client)
-            _ = try await commons.seed.enroll("tum-1", cpus: 4)
+            // A sandbox host, so that residency alone keeps the Kenyan job off it.
+            _ = try await commons.seed.enroll("tum-1", cpus: 4, runner: .sandbox)
             try await commons.account(after: 60, on: client)
             _ = try await commons.store.apply(
                 PolicyApplyRequest(document: ["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["KE"]]]),

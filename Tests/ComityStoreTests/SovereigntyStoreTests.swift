@@ -46,8 +46,8 @@ struct SovereigntyStoreTests {
     func databaseRefusesIllegalBinding() async throws {
         try await TestDatabase.withDatabase { client, _ in
             let pool = try await Sovereign.make(client)
-            let de = try await pool.seed.enroll("de-1")
-            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1")
+            let de = try await pool.seed.enroll("de-1", runner: .sandbox)
+            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", runner: .sandbox)
             let job = try await pool.submit("bound")
             let permitted = try await client.query("select permitted_jurisdictions from jobs where id = \(job)", logger: logger)
                 .decode([String]?.self).collect()
@@ -90,8 +90,8 @@ struct SovereigntyStoreTests {
     func placementAndRuleChange() async throws {
         try await TestDatabase.withDatabase { client, _ in
             let pool = try await Sovereign.make(client)
-            _ = try await pool.seed.enroll("de-1", cpus: 8)
-            _ = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", cpus: 1)
+            _ = try await pool.seed.enroll("de-1", cpus: 8, runner: .sandbox)
+            _ = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", cpus: 1, runner: .sandbox)
             let jobs = [try await pool.submit("a"), try await pool.submit("b"), try await pool.submit("c")]
             let free = try await pool.submit("free", inputs: [])
             _ = try await pool.store.schedulingPass()
@@ -137,8 +137,8 @@ struct SovereigntyStoreTests {
     func futureRuleAndClaimRecheck() async throws {
         try await TestDatabase.withDatabase { client, _ in
             let pool = try await Sovereign.make(client)
-            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1")
-            _ = try await pool.seed.enroll("de-1")
+            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", runner: .sandbox)
+            _ = try await pool.seed.enroll("de-1", runner: .sandbox)
             // Far enough ahead that a loaded machine places the short job before it: the test waits for it anyway.
             let soon = Date().addingTimeInterval(8)
             try await pool.apply(
@@ -175,7 +175,7 @@ struct SovereigntyStoreTests {
     func announcedRuleTakesEffect() async throws {
         try await TestDatabase.withDatabase { client, _ in
             let pool = try await Sovereign.make(client)
-            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1")
+            let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", runner: .sandbox)
             #expect(try await pool.store.enforceAnnouncedRules() == 0)  // nothing runs yet
             let soon = Date().addingTimeInterval(6)
             let announced = try await pool.apply(

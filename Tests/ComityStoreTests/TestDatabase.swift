@@ -68,15 +68,18 @@ enum TestDatabase {
         var store: Store
         var admin: Principal
 
-        /// Enrolls a host through a join token, as an agent would.
+        /// Enrolls a host through a join token, as an agent would; `runner` is how it runs jobs (only `.sandbox`
+        /// hosts take jobs whose data is not public).
         func enroll(
             _ name: String, partner: String = "tum", region: String = "eu-de-1", cpus: Int = 8, memory: Int64 = 32 << 30,
-            gpus: [GPU] = []
+            gpus: [GPU] = [], runner: RunnerKind = .process
         ) async throws -> (host: Int64, agent: Principal) {
             let join = try await store.createJoinToken(CreateJoinTokenRequest(partner: partner, region: region), by: admin)
+            let runtime = HostRuntime(runner: runner, available: runner == .process ? [.process] : [.process, runner])
             let enrolled = try await store.enroll(
                 EnrollRequest(
-                    joinToken: join.token, name: name, resources: HostResources(cpuMillis: cpus * 1000, memoryBytes: memory, gpus: gpus),
+                    joinToken: join.token, name: name,
+                    resources: HostResources(cpuMillis: cpus * 1000, memoryBytes: memory, gpus: gpus, runtime: runtime),
                     agentVersion: "test"))
             let agent = try #require(try await store.principal(forToken: enrolled.token))
             return (enrolled.hostId, agent)

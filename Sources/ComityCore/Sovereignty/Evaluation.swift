@@ -116,6 +116,15 @@ extension ActivePolicies {
                 fail("KIND", "only for \(kinds.map(\.rawValue).joined(separator: ", ")) jobs; this is \(job.kind.rawValue)")
             }
         }
+        if job.network {
+            for obligation in obligations where !obligation.rule.allowsNetwork {
+                let inherited = obligation.input == obligation.source ? "" : " (inherited from \(obligation.source))"
+                reasons.append(
+                    Reason(.network, subject: obligation.subject, rule: obligation.label, category: .job,
+                           detail: "\(obligation.source) (\(obligation.rule.dataClass.rawValue) data) forbids network access from its jobs\(inherited); "
+                               + "drop network: true, or its steward allows it with network: allow"))
+            }
+        }
         var classed = job
         classed.dataClass = dataClass(obligations)
         for version in federation {
@@ -216,6 +225,7 @@ extension ActivePolicies {
         case .down: verdict.fail(Reason(.hostDown, category: .host, detail: "\(host.name) is down (no recent heartbeat)"))
         case .draining: verdict.fail(Reason(.hostDraining, category: .host, detail: "\(host.name) is draining"))
         }
+        if !verdict.decided { checkRunner(job, host, into: &verdict) }
         for obligation in job.obligations where !verdict.decided { checkData(obligation, host, into: &verdict) }
         if !verdict.decided { checkFederation(job.facts, host, into: &verdict) }
         if !verdict.decided { checkDonor(job.facts, host, at: time, checkWindows: checkWindows, into: &verdict) }
@@ -225,6 +235,24 @@ extension ActivePolicies {
     func evalError(_ rule: String?, _ error: EvaluationError) -> Reason {
         let name = error.rule ?? rule ?? "rule"
         return Reason(.evalError, subject: name, rule: error.rule ?? rule, category: .evaluation, detail: error.message + " (fail closed)")
+    }
+
+    /// Data that is not public goes only to hosts that run jobs in the sandbox (no network, nothing outside the work
+    /// folder writable, the agent's state out of sight), so "may not leave" holds while the job runs.
+    func checkRunner(_ job: PreparedJob, _ host: HostFacts, into verdict: inout Verdict) {
+        guard job.facts.dataClass > .public, host.runner != .sandbox else { return }
+        verdict.fail(sandboxRequired(job, host))
+    }
+
+    func sandboxRequired(_ job: PreparedJob, _ host: HostFacts) -> Reason {
+        let strictest = job.obligations.first { $0.rule.dataClass == job.facts.dataClass }
+        let subject = strictest?.subject ?? job.facts.inputs.joined(separator: ",")
+        let dataClass = job.facts.dataClass.rawValue
+        return Reason(
+            .sandboxRequired, subject: subject, rule: strictest?.label, category: .data,
+            detail: "\(subject) is \(dataClass) data: only hosts that run jobs in the sandbox may process it; "
+                + "\(host.name) runs them with the \(host.runner.rawValue) runner",
+            brief: "sandbox hosts only")
     }
 
     func checkData(_ obligation: Obligation, _ host: HostFacts, into verdict: inout Verdict) {

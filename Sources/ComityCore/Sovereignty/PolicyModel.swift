@@ -125,10 +125,13 @@ public struct DatasetRule: Sendable, Hashable, Codable {
     public var use: UseConditions
     /// Sources this dataset was derived from (set by the server when a job's output is registered).
     public var derivedFrom: [Inheritance]
+    /// Whether jobs reading it may have the network (`network: allow|deny`); `nil` is the default, see
+    /// ``allowsNetwork``. Public data never limits the network (its jobs may run on hosts without a sandbox).
+    public var network: Bool?
 
     public init(
         steward: String, dataClass: DataClass = .public, exportClass: String? = nil, residency: Residency = Residency(),
-        use: UseConditions = UseConditions(), derivedFrom: [Inheritance] = []
+        use: UseConditions = UseConditions(), derivedFrom: [Inheritance] = [], network: Bool? = nil
     ) {
         self.steward = steward
         self.dataClass = dataClass
@@ -136,7 +139,12 @@ public struct DatasetRule: Sendable, Hashable, Codable {
         self.residency = residency
         self.use = use
         self.derivedFrom = derivedFrom
+        self.network = network
     }
+
+    /// Whether a job that reads it may ask for the network: always for public data, otherwise only with
+    /// `network: allow`.
+    public var allowsNetwork: Bool { dataClass == .public || network == true }
 }
 
 public enum Weekday: String, Sendable, Hashable, Codable, CaseIterable {

@@ -4,7 +4,7 @@ extension PolicyDocument {
     static let commonFields = ["kind", "name", "effective_from", "reason"]
     static let fields: [PolicyKind: [String]] = [
         .jurisdictionSet: commonFields + ["members"],
-        .dataset: commonFields + ["steward", "class", "export_class", "residency", "use", "derived_from"],
+        .dataset: commonFields + ["steward", "class", "export_class", "residency", "use", "derived_from", "network"],
         .donorPolicy: commonFields + ["timezone", "grace", "permit", "forbid"],
         .federation: commonFields + ["forbid", "export_classes"],
     ]
@@ -279,8 +279,17 @@ extension FieldReader {
         } else if let other = object["derived_from"], other != .null {
             fail("derived_from", "expected a list of dataset names, got \(other.typeName)")
         }
+        var network: Bool?
+        switch object["network"] {
+        case nil, .null: break
+        case .string("allow"), .bool(true): network = true
+        case .string("deny"), .bool(false): network = false
+        case let other?: fail("network", "expected allow or deny, got \(FieldReader.describe(other))")
+        }
         guard let steward else { return nil }
-        return DatasetRule(steward: steward, dataClass: dataClass, exportClass: exportClass, residency: residency, use: use, derivedFrom: derived)
+        return DatasetRule(
+            steward: steward, dataClass: dataClass, exportClass: exportClass, residency: residency, use: use, derivedFrom: derived,
+            network: network)
     }
 
     mutating func donorRule(_ index: Int, kind: String, allowWindows: Bool) -> DonorRule? {

@@ -40,15 +40,21 @@ public struct JobFacts: Sendable, Hashable {
     /// Datasets and models the job reads.
     public var inputs: [String]
     public var maxRuntimeSeconds: Int64
+    /// Whether the job asks for the network (`network: true`); datasets that are not public forbid it by default.
+    public var network: Bool
     /// The strictest class among the inputs (filled in by the evaluator).
     public internal(set) var dataClass: DataClass = .public
 
-    public init(project: String, partner: String, kind: JobKind = .training, inputs: [String] = [], maxRuntimeSeconds: Int64 = 3600) {
+    public init(
+        project: String, partner: String, kind: JobKind = .training, inputs: [String] = [], maxRuntimeSeconds: Int64 = 3600,
+        network: Bool = false
+    ) {
         self.project = project
         self.partner = partner
         self.kind = kind
         self.inputs = inputs
         self.maxRuntimeSeconds = maxRuntimeSeconds
+        self.network = network
     }
 }
 
@@ -66,10 +72,12 @@ public struct HostFacts: Sendable, Hashable {
     public var jurisdiction: String
     public var labels: [String: String]
     public var condition: HostCondition
+    /// How the host runs jobs: only ``RunnerKind/sandbox`` hosts take jobs whose data is not public.
+    public var runner: RunnerKind
 
     public init(
         id: Int64, name: String, partner: String, region: String, jurisdiction: String, labels: [String: String] = [:],
-        condition: HostCondition = .up
+        condition: HostCondition = .up, runner: RunnerKind = .process
     ) {
         self.id = id
         self.name = name
@@ -78,10 +86,13 @@ public struct HostFacts: Sendable, Hashable {
         self.jurisdiction = jurisdiction
         self.labels = labels
         self.condition = condition
+        self.runner = runner
     }
 
     /// What evaluation reads of a host: hosts with the same key get the same verdict for every job.
-    public var policyKey: PolicyHostKey { PolicyHostKey(partner: partner, region: region, jurisdiction: jurisdiction, labels: labels, condition: condition) }
+    public var policyKey: PolicyHostKey {
+        PolicyHostKey(partner: partner, region: region, jurisdiction: jurisdiction, labels: labels, condition: condition, runner: runner)
+    }
 }
 
 public struct PolicyHostKey: Sendable, Hashable {
@@ -90,6 +101,7 @@ public struct PolicyHostKey: Sendable, Hashable {
     public var jurisdiction: String
     public var labels: [String: String]
     public var condition: HostCondition
+    public var runner: RunnerKind
 }
 
 /// Every applied version of every rule document, with the federation's entities: enough to evaluate any job on any

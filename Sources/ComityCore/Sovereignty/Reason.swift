@@ -8,10 +8,14 @@ public struct Reason: Sendable, Hashable, Codable {
         case residencyEmpty = "E_RESIDENCY_EMPTY"
         case federationForbidJob = "E_FEDERATION_FORBID"
         case outputExists = "E_OUTPUT_EXISTS"
+        /// The job asks for the network and reads a dataset whose rule forbids it.
+        case network = "E_NETWORK"
         // Host-level.
         case residency = "RESIDENCY"
         case labelRequired = "LABEL_REQUIRED"
         case exportControl = "EXPORT_CONTROL"
+        /// Data that is not public goes only to hosts that run jobs in the sandbox.
+        case sandboxRequired = "SANDBOX_REQUIRED"
         case donorNoPolicy = "DONOR_NO_POLICY"
         case donorNoPermit = "DONOR_NO_PERMIT"
         case donorForbid = "DONOR_FORBID"

@@ -133,11 +133,12 @@ public enum ExplanationText {
         return parts.isEmpty ? head : head + ": " + parts.joined(separator: ", ")
     }
 
-    /// Single changes that would make hosts eligible: hosts whose only obstacle is one dataset's residency, or one
-    /// donor window.
+    /// Single changes that would make hosts eligible: hosts whose only obstacle is one dataset's residency, one
+    /// donor window, or their runner (not the sandbox).
     public static func waysOut(_ hosts: [(jurisdiction: String, reasons: [Reason])]) -> [String] {
         var residency: [String: (count: Int, jurisdictions: Set<String>)] = [:]
         var windows: [String: Int] = [:]
+        var sandbox = 0
         for (jurisdiction, reasons) in hosts where !reasons.isEmpty {
             let labels = Set(reasons.map(\.label))
             guard labels.count == 1, let reason = reasons.first, let subject = reason.subject else { continue }
@@ -147,6 +148,8 @@ public enum ExplanationText {
                 residency[subject]!.jurisdictions.insert(jurisdiction)
             case .donorWindow:
                 windows[reason.detail, default: 0] += 1
+            case .sandboxRequired:
+                sandbox += 1
             default: break
             }
         }
@@ -155,6 +158,11 @@ public enum ExplanationText {
         }
         ways += windows.sorted { $0.value > $1.value }.map { detail, count in
             "\(count) host\(count == 1 ? "" : "s") would be eligible inside the donor's window: \(detail)"
+        }
+        if sandbox > 0 {
+            ways.append(
+                "would be eligible on \(sandbox) host\(sandbox == 1 ? "" : "s") if \(sandbox == 1 ? "it ran" : "they ran") jobs in the sandbox "
+                    + "(comity-agent --runner sandbox)")
         }
         return ways
     }
