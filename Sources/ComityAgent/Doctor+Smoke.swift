@@ -125,7 +125,8 @@ extension Doctor {
         guard finish.outcome == .exited, finish.exitCode == 0 else {
             let how =
                 finish.outcome == .exited ? "exit \(finish.exitCode ?? -1)" : finish.message ?? finish.outcome.rawValue
-            report.detail = "\(report.method) smoke job on \(device.uuid) failed (\(how)): \(report.output.lastLines(3))"
+            report.detail =
+                "\(report.method) smoke job on \(device.uuid) failed (\(how)): \(report.output.lastLines(3))"
             return report
         }
         switch method {
@@ -149,7 +150,8 @@ extension Doctor {
                     $0.split(separator: ",").first.map { $0.trimming(" ") } == queried
                 })
             else {
-                report.detail = "nvidia-smi -i \(queried) in the job did not answer for that GPU: \(report.output.lastLines(3))"
+                report.detail =
+                    "nvidia-smi -i \(queried) in the job did not answer for that GPU: \(report.output.lastLines(3))"
                 return report
             }
             report.detail = "nvidia-smi in a job with only \(device.uuid) visible answered for \(queried)"

@@ -162,7 +162,8 @@ package struct Doctor: Sendable {
         let memory = Inventory.memoryBytes()
         checks.append(
             memory.map {
-                Check(name: "memory", status: .ok, detail: String(format: "%.1f GiB (MemTotal)", Double($0) / 0x4000_0000))
+                let gibibytes = Double($0) / 0x4000_0000
+                return Check(name: "memory", status: .ok, detail: String(format: "%.1f GiB (MemTotal)", gibibytes))
             }
                 ?? Check(name: "memory", status: .failed, detail: "cannot read MemTotal from /proc/meminfo")
         )
@@ -245,7 +246,11 @@ package struct Doctor: Sendable {
             if migDevices > 0 { detail += ", \(migDevices) of them MIG devices" }
             if !found.warnings.isEmpty { detail += "; " + found.warnings.joined(separator: "; ") }
             let status: Status =
-                found.physical.count > 0 && found.schedulable.isEmpty ? .failed : found.warnings.isEmpty ? .ok : .warning
+                if found.physical.count > 0 && found.schedulable.isEmpty { .failed } else if found.warnings.isEmpty {
+                    .ok
+                } else {
+                    .warning
+                }
             return (report, Check(name: "gpus", status: status, detail: detail))
         } catch {
             return (

@@ -107,8 +107,9 @@ package final class GPUSampler: Sendable {
             do { try await Task.sleep(for: delay) } catch { return }
             delay = configuration.interval
             do {
-                async let apps = Inventory.run(nvidiaSMI, NvidiaSMI.computeAppsArguments, timeout: configuration.timeout)
-                async let readings = Inventory.run(nvidiaSMI, NvidiaSMI.usageArguments, timeout: configuration.timeout)
+                let timeout = configuration.timeout
+                async let apps = Inventory.run(nvidiaSMI, NvidiaSMI.computeAppsArguments, timeout: timeout)
+                async let readings = Inventory.run(nvidiaSMI, NvidiaSMI.usageArguments, timeout: timeout)
                 let sample = GPUUsageAccumulator.Sample(
                     apps: try NvidiaSMI.parseComputeApps(try await apps),
                     readings: try NvidiaSMI.parseUsage(try await readings),
@@ -300,7 +301,8 @@ extension NvidiaSMI {
             guard let pid = Int32(columns[0]), pid > 0 else {
                 throw ParseError(line: line, message: "expected a process id, got \"\(columns[0])\"")
             }
-            apps.append(ComputeApp(pid: pid, gpuUuid: columns[1], usedMemoryBytes: mebibytes(columns[2]).map { $0 << 20 }))
+            let bytes = mebibytes(columns[2]).map { $0 << 20 }
+            apps.append(ComputeApp(pid: pid, gpuUuid: columns[1], usedMemoryBytes: bytes))
         }
         return apps
     }

@@ -117,7 +117,10 @@ package enum Inventory {
         do {
             output = try await run(path, NvidiaSMI.queryArguments, timeout: timeout)
         } catch {
-            logger.debug("MIG-aware GPU query failed; trying the query of older drivers", metadata: ["error": "\(error)"])
+            logger.debug(
+                "MIG-aware GPU query failed; trying the query of older drivers",
+                metadata: ["error": "\(error)"]
+            )
             output = try await run(path, NvidiaSMI.legacyQueryArguments, timeout: timeout)
         }
         do {
@@ -156,9 +159,8 @@ package enum Inventory {
                     )
                     guard result.terminationStatus.isSuccess else {
                         let message = result.standardError.trimming(" \n")
-                        throw DetectionError(
-                            message: "\(name) \(arguments.joined(separator: " ")): \(result.terminationStatus) \(message)"
-                        )
+                        let command = "\(name) \(arguments.joined(separator: " "))"
+                        throw DetectionError(message: "\(command): \(result.terminationStatus) \(message)")
                     }
                     return result.standardOutput
                 }

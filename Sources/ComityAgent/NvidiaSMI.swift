@@ -220,7 +220,8 @@ package enum NvidiaSMI {
         for (offset, rawLine) in lines.enumerated() {
             let line = rawLine.trimming(" \t\r")
             if line.isEmpty { continue }
-            rows.append((offset + 1, line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimming(" \t") }))
+            let columns = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimming(" \t") }
+            rows.append((offset + 1, columns))
         }
         return rows
     }

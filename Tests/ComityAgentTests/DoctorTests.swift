@@ -40,7 +40,10 @@ struct DoctorTests {
 
     /// A fake `nvidia-smi` answering like the captured H100 host (its query-gpu line, cut to the agent's columns).
     static func h100Fake(byUUID: String = "\(h100UUID), NVIDIA H100 80GB HBM3\n") throws -> FakeNvidiaSMI {
-        let list = try String(contentsOf: h100FixtureDirectory.appendingPathComponent("nvidia-smi-L.txt"), encoding: .utf8)
+        let list = try String(
+            contentsOf: h100FixtureDirectory.appendingPathComponent("nvidia-smi-L.txt"),
+            encoding: .utf8
+        )
         let wide = try String(contentsOf: h100FixtureDirectory.appendingPathComponent("query-gpu.csv"), encoding: .utf8)
         let columns = wide.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         return try FakeNvidiaSMI(answers: [

@@ -62,8 +62,9 @@ struct FakeNvidiaSMI {
 /// Synthetic `nvidia-smi` answers of hosts we have no captures of.
 enum SyntheticGPUs {
     /// 8 × H100 80GB, MIG disabled.
-    static let eightH100 = (0..<8).map { "\($0), GPU-8e4f1c2\($0)-0000-4000-8000-00000000000\($0), NVIDIA H100 80GB HBM3, 81559, Disabled\n" }
-        .joined()
+    static let eightH100 = (0..<8).map {
+        "\($0), GPU-8e4f1c2\($0)-0000-4000-8000-00000000000\($0), NVIDIA H100 80GB HBM3, 81559, Disabled\n"
+    }.joined()
 
     /// An A100 80GB in MIG mode (two 3g.40gb and one 1g.10gb, as a test of the parser: the hardware cannot hold
     /// all three at once), an H100 with MIG disabled, and a V100, which has no MIG (`[N/A]`).

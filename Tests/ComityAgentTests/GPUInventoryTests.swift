@@ -43,7 +43,8 @@ struct GPUInventoryTests {
         let devices = NvidiaSMI.devices(physical: physical, listing: [])
         #expect(devices.schedulable.map(\.index) == Array(0..<8))
         #expect(Set(devices.schedulable.map(\.uuid)).count == 8)
-        #expect(devices.schedulable.allSatisfy { $0.migMode == false && $0.mig == nil && $0.memoryBytes == 81_559 << 20 })
+        #expect(devices.schedulable.allSatisfy { $0.migMode == false && $0.mig == nil })
+        #expect(devices.schedulable.allSatisfy { $0.memoryBytes == 81_559 << 20 })
     }
 
     @Test("a mixed host: the A100's MIG devices replace it; the H100 and the V100 stay whole")
@@ -102,17 +103,27 @@ struct GPUInventoryTests {
         // A job can target a profile, or a size a MIG device meets.
         let profile = ResourceRequest(cpuMillis: 1000, memoryBytes: 1, gpus: 1, gpuModel: "MIG 1g.10gb")
         #expect(devices.schedulable.filter(profile.accepts).map(\.index) == [2])
-        let forty = ResourceRequest(cpuMillis: 1000, memoryBytes: 1, gpus: 1, gpuModel: "A100", gpuMemoryBytes: 40_000_000_000)
+        let forty = ResourceRequest(
+            cpuMillis: 1000,
+            memoryBytes: 1,
+            gpus: 1,
+            gpuModel: "A100",
+            gpuMemoryBytes: 40_000_000_000
+        )
         #expect(devices.schedulable.filter(forty.accepts).map(\.index) == [0, 1])
     }
 
     @Test("a GPU in MIG mode without MIG devices is not offered, with a warning")
     func migWithoutDevices() throws {
-        let physical = try NvidiaSMI.parseGPUs("0, GPU-a, NVIDIA A100-SXM4-40GB, [N/A], Enabled\n1, GPU-b, NVIDIA A100-SXM4-40GB, 40960, Disabled\n")
+        let physical = try NvidiaSMI.parseGPUs(
+            "0, GPU-a, NVIDIA A100-SXM4-40GB, [N/A], Enabled\n1, GPU-b, NVIDIA A100-SXM4-40GB, 40960, Disabled\n"
+        )
         #expect(physical.map(\.memoryBytes) == [0, 40_960 << 20])
         let devices = NvidiaSMI.devices(
             physical: physical,
-            listing: try NvidiaSMI.parseList("GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-a)\nGPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-b)\n")
+            listing: try NvidiaSMI.parseList(
+                "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-a)\nGPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-b)\n"
+            )
         )
         #expect(devices.schedulable.map(\.uuid) == ["GPU-b"])
         #expect(devices.schedulable.map(\.index) == [0])
@@ -186,7 +197,11 @@ struct GPUInventoryTests {
         ])
         defer { fake.remove() }
         let devices = try await Inventory.detectGPUDevices(nvidiaSMI: fake.executable, logger: quietLogger)
-        #expect(devices.schedulable == [GPU(index: 0, uuid: "GPU-old", model: "Tesla P100-PCIE-16GB", memoryBytes: 16_280 << 20)])
+        #expect(
+            devices.schedulable == [
+                GPU(index: 0, uuid: "GPU-old", model: "Tesla P100-PCIE-16GB", memoryBytes: 16_280 << 20)
+            ]
+        )
     }
 
     @Test("a failing nvidia-smi is an error naming it")

@@ -12,7 +12,8 @@ struct GPUSamplerTests {
         #expect(try NvidiaSMI.parseComputeApps("No running processes found\n").isEmpty)
         // The capture's README: while PyTorch ran, pid 431 held 1800 MiB.
         #expect(
-            try NvidiaSMI.parseComputeApps("431, GPU-fb4909a4-73bc-673c-cd43-de36d4ffd1c9, 1800\n7, GPU-x, [N/A]\n") == [
+            try NvidiaSMI.parseComputeApps("431, GPU-fb4909a4-73bc-673c-cd43-de36d4ffd1c9, 1800\n7, GPU-x, [N/A]\n")
+                == [
                 NvidiaSMI.ComputeApp(
                     pid: 431,
                     gpuUuid: "GPU-fb4909a4-73bc-673c-cd43-de36d4ffd1c9",
@@ -59,7 +60,13 @@ struct GPUSamplerTests {
                 jobProcesses: job
             )
         )
-        totals.add(.init(apps: [], readings: [.init(uuid: "GPU-a", utilizationPercent: 40, memoryUsedBytes: 0)], jobProcesses: job))
+        totals.add(
+            .init(
+                apps: [],
+                readings: [.init(uuid: "GPU-a", utilizationPercent: 40, memoryUsedBytes: 0)],
+                jobProcesses: job
+            )
+        )
         #expect(
             totals.usage(sampleIntervalSeconds: 5)
                 == AttemptUsage(
@@ -81,7 +88,10 @@ struct GPUSamplerTests {
         var all = GPUUsageAccumulator(devices: ["GPU-a"])
         all.add(
             .init(
-                apps: [.init(pid: 1, gpuUuid: "GPU-a", usedMemoryBytes: 3), .init(pid: 2, gpuUuid: "GPU-a", usedMemoryBytes: 4)],
+                apps: [
+                    .init(pid: 1, gpuUuid: "GPU-a", usedMemoryBytes: 3),
+                    .init(pid: 2, gpuUuid: "GPU-a", usedMemoryBytes: 4),
+                ],
                 readings: [],
                 jobProcesses: nil
             )
