@@ -65,7 +65,8 @@ extension AgentService {
                 gpuDevices: JobEnvironment.visibleDevices(for: assignment).split(separator: ",").map(String.init),
                 attempt: assignment.attempt,
                 name: assignment.spec.name,
-                network: assignment.spec.network ?? false
+                network: assignment.spec.network ?? false,
+                image: assignment.spec.image
             )
             let runner = makeExecutor(logger: logger)
             async let sampled: Void = sampler.run()

@@ -60,7 +60,17 @@ extension AgentService {
                 process: JobRunner(configuration: processConfiguration, logger: logger)
             )
         case .container:
-            return UnavailableRunner(reason: "the \(configuration.runner.rawValue) runner is not built into this agent")
+            guard let podman = ContainerRunner.locate(environment: environment) else {
+                return UnavailableRunner(reason: "the container runner cannot run jobs on this host: podman not found")
+            }
+            var container = ContainerRunner.Configuration(podman: podman, killGrace: configuration.killGrace)
+            container.pidsLimit = processConfiguration.pidsLimit
+            container.logs = processConfiguration.logs
+            return ContainerRunner(
+                configuration: container,
+                process: JobRunner(configuration: processConfiguration, logger: logger),
+                logger: logger
+            )
         }
     }
 }

@@ -14,6 +14,7 @@ package enum RuntimeProbe {
         addSlurm(slurm, to: &runtime)
         addCGroups(CGroupHierarchy.host, to: &runtime)
         addSandbox(SandboxRunner.probe(), to: &runtime)
+        addContainer(runner == .container ? ContainerRunner.probe() : ContainerRunner.found(), to: &runtime)
         if runner != .process, !runtime.available.contains(runner) {
             runtime.notes.append("\(runner.rawValue): not available on this host")
         }
@@ -51,6 +52,15 @@ package enum RuntimeProbe {
             let limited: Set<RunnerKind> = [.process, .sandbox]
             let effect = limited.contains(runtime.runner) ? "; jobs run without limits" : ""
             runtime.notes.append("cgroups: none usable (\(reason))\(effect)")
+        }
+    }
+
+    /// The container runner is available where podman is (and, when it is the configured runner, answers
+    /// `podman info`); otherwise a note says why.
+    package static func addContainer(_ availability: ContainerRunner.Availability, to runtime: inout HostRuntime) {
+        switch availability {
+        case .works: runtime.available.append(.container)
+        case .unavailable(let reason): runtime.notes.append(reason)
         }
     }
 }

@@ -101,7 +101,7 @@ extension JobSpec {
 
     static let fields = [
         "name", "project", "kind", "command", "env", "resources", "inputs", "outputs", "max_runtime", "retries",
-        "priority", "preemptible", "network", "service",
+        "priority", "preemptible", "network", "service", "image",
     ]
     static let resourceFields = ["cpus", "memory", "gpus", "gpu_model", "gpu_memory"]
 
@@ -173,6 +173,7 @@ extension JobSpec {
             reader.fail("resources", "expected a mapping like {cpus: 8, memory: 64Gi, gpus: 2}, got \(other.typeName)")
         }
         let service = ServiceSpec.read(object["service"], kind: kind, reader: &reader)
+        let image = reader.image("image")
         errors += reader.errors
 
         guard errors.isEmpty, let name, let project, let command else {
@@ -182,7 +183,7 @@ extension JobSpec {
             JobSpec(
                 name: name, project: project, kind: kind, command: command, env: env, resources: resources,
                 inputs: inputs, outputs: outputs, maxRuntimeSeconds: maxRuntime, retries: retries, priority: priority,
-                preemptible: preemptible, network: network, service: service
+                preemptible: preemptible, network: network, image: image, service: service
             )
         )
     }
@@ -239,6 +240,19 @@ struct FieldReader {
             fail(field, "expected a string, got \(other.typeName)")
             return nil
         }
+    }
+
+    /// A container image reference (`python:3.12`, `ghcr.io/org/train@sha256:…`): letters, digits and `._-/:@`, up
+    /// to 255 characters, starting with a letter or digit.
+    mutating func image(_ field: String) -> String? {
+        guard let text = optionalString(field) else { return nil }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@")
+        guard let first = text.first, first.isLetter || first.isNumber, text.count <= 255, text.allSatisfy(allowed.contains)
+        else {
+            fail(field, "expected a container image reference like \"python:3.12\" or \"ghcr.io/org/train:v1\", got \"\(text)\"")
+            return nil
+        }
+        return text
     }
 
     mutating func command(_ field: String) -> [String]? {
