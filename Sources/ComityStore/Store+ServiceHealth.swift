@@ -95,17 +95,66 @@ extension Store {
 
     /// The gateway's view of a service, or `nil` when `principal` cannot see it.
     ///
+    /// One round trip on the common path: the service, its healthy replicas and the rules' generation come in one
+    /// statement, and the rules themselves from the store's cache while their generation holds.
+    ///
     /// - Throws: ``StoreError`` `.forbidden` when `principal` sees it but is not a member of its project (an
     ///   auditor); `.conflict` when the name is ambiguous.
     package func gatewayTargets(_ reference: String, principal: Principal) async throws -> GatewayTargets? {
-        try await client.withConnection { connection in
-            guard let service = try await serviceRow(reference, scope: JobScope(principal), on: connection) else { return nil }
-            guard Self.isMember(principal, project: service.projectID, partner: service.partnerID) else {
-                throw StoreError(.forbidden, "\(principal.role.rawValue) \(principal.name) may not call services of project \(service.project)")
+        let parts = reference.split(separator: ":", maxSplits: 1).map(String.init)
+        let project = parts.count == 2 ? parts[0] : nil
+        let name = parts.count == 2 ? parts[1] : reference
+        let scope = JobScope(principal)
+        let (partnerID, projectID) = scope.filters
+        return try await client.withConnection { connection in
+            let rows = try await connection.query(
+                """
+                select s.id, s.project_id, s.partner_id, pr.name, (select generation from policy_state),
+                       x.replica, x.job, x.attempt, x.host, x.region, x.jurisdiction, x.url, x.restarts, x.checked_at, x.partner_id, x.labels
+                from services s
+                join projects pr on pr.id = s.project_id
+                left join lateral (
+                    select j.replica, j.id as job, a.id as attempt, h.name as host, h.region, r.jurisdiction, a.url, a.restarts, a.checked_at,
+                           h.partner_id, h.labels::text as labels
+                    from jobs j
+                    join attempts a on a.id = j.current_attempt
+                    join hosts h on h.id = a.host_id
+                    join regions r on r.name = h.region
+                    where j.service_id = s.id and j.state = 'running' and a.state = 'running' and a.healthy and a.url is not null
+                      and h.state = 'active' and h.last_heartbeat > now() - make_interval(secs => \(Double(configuration.hostTimeoutSeconds)))
+                ) x on true
+                where s.name = \(name) and (\(project)::text is null or pr.name = \(project))
+                  and (\(partnerID)::bigint is null or s.partner_id = \(partnerID))
+                  and (\(projectID)::bigint is null or s.project_id = \(projectID))
+                  and \(scope != .none)
+                order by s.id, x.replica
+                """, logger: logger
+            ).decode(
+                (Int64, Int64, Int64, String, Int64, Int32?, Int64?, Int64?, String?, String?, String?, String?, Int32?, Date?, Int64?, String?).self
+            ).collect()
+            guard let first = rows.first else { return nil }
+            let projects = Set(rows.map(\.0))
+            guard projects.count == 1 else {
+                throw StoreError(.conflict, "service \(name) exists in several projects; name it as PROJECT:\(name)", field: "name")
             }
-            let context = try await policyContext(on: connection)
-            let replicas = try await healthyReplicas(service, context: context, on: connection)
-            return GatewayTargets(service: service.name, project: service.project, replicas: replicas, policies: context.active())
+            guard Self.isMember(principal, project: first.1, partner: first.2) else {
+                throw StoreError(.forbidden, "\(principal.role.rawValue) \(principal.name) may not call services of project \(first.3)")
+            }
+            let context = try await policyContext(on: connection, knownGeneration: first.4)
+            var replicas: [ReplicaTarget] = []
+            for row in rows {
+                guard let replica = row.5, let job = row.6, let attempt = row.7, let host = row.8, let region = row.9, let jurisdiction = row.10,
+                    let url = row.11, let restarts = row.12, let checkedAt = row.13, let partner = row.14, let labels = row.15
+                else { continue }
+                let endpoint = Endpoint(
+                    replica: Int(replica), job: job, attempt: attempt, host: host, region: region, jurisdiction: jurisdiction, url: url,
+                    restarts: Int(restarts), checkedAt: checkedAt)
+                let facts = HostFacts(
+                    id: 0, name: host, partner: context.partnerNames[partner] ?? "#\(partner)", region: region, jurisdiction: jurisdiction,
+                    labels: try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labels.utf8)))
+                replicas.append(ReplicaTarget(endpoint: endpoint, host: facts))
+            }
+            return GatewayTargets(service: name, project: first.3, replicas: replicas, policies: context.active())
         }
     }
 

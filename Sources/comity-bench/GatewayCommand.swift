@@ -5,6 +5,7 @@ import ComityClient
 import ComityCore
 import Foundation
 import Hummingbird
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -30,7 +31,11 @@ struct GatewayCommand: AsyncParsableCommand {
         let backend = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
-            logger: BenchLogging.logger("comity.bench.gateway"))
+            logger: {
+                var logger = BenchLogging.logger("comity.bench.gateway")
+                logger.logLevel = .critical  // its shutdown at the end is not news
+                return logger
+            }())
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await backend.runService(gracefulShutdownSignals: []) }
             var iterator = ports.makeAsyncIterator()
@@ -46,16 +51,18 @@ struct GatewayCommand: AsyncParsableCommand {
         let tag = String(UUID().uuidString.prefix(8).lowercased())
         try await ignoringConflict { _ = try await admin.addJurisdiction(Jurisdiction(code: "GW")) }
         try await ignoringConflict { _ = try await admin.addRegion(Region(name: "gw-1", jurisdiction: "GW")) }
-        try await ignoringConflict { _ = try await admin.addPartner(Partner(name: "gw-bench", jurisdiction: "GW")) }
-        try await ignoringConflict { _ = try await admin.addProject(Project(name: "gw-bench", partner: "gw-bench")) }
-        let join = try await admin.createJoinToken(CreateJoinTokenRequest(partner: "gw-bench", region: "gw-1"))
+        // A partner and project of its own each run, so the replica can only go to this run's host.
+        let partner = "gw-bench-\(tag)"
+        _ = try await admin.addPartner(Partner(name: partner, jurisdiction: "GW"))
+        _ = try await admin.addProject(Project(name: partner, partner: partner))
+        let join = try await admin.createJoinToken(CreateJoinTokenRequest(partner: partner, region: "gw-1"))
         let enrolled = try await admin.enroll(
             EnrollRequest(
                 joinToken: join.token, name: "gw-host-\(tag)", resources: HostResources(cpuMillis: 4000, memoryBytes: 8 << 30), agentVersion: "bench"))
         let agent = admin.with(token: enrolled.token)
         let service = "gw-echo-\(tag)"
         let document: JSONValue = .object([
-            "name": .string(service), "project": .string("gw-bench"), "kind": .string("inference"),
+            "name": .string(service), "project": .string(partner), "kind": .string("inference"),
             "command": .array([.string("true")]), "resources": .object(["cpus": .number(0.1), "memory": .string("64Mi")]),
         ])
         _ = try await admin.submit(document)
