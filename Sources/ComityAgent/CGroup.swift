@@ -72,8 +72,45 @@ package struct CGroupHierarchy: Sendable, Hashable {
     }
 
     /// This process's hierarchy, detected on first use (v2 detection may move the process into a leaf cgroup, which
-    /// must happen once).
-    package static let host: Detection = detect()
+    /// must happen once); stale attempt cgroups of an agent that died are removed then (``removeStale(olderThan:)``).
+    package static let host: Detection = {
+        let detection = detect()
+        _ = detection.hierarchy?.removeStale()
+        return detection
+    }()
+
+    /// Removes attempt cgroups (`comity-…`) that are empty and older than `age`: left by an agent that died before
+    /// it could clean up. A live attempt's cgroup is empty only for the moment between its creation and its job
+    /// joining it, and between the job's end and its removal, so the age keeps agents sharing a parent (tests) apart.
+    ///
+    /// - Parameters:
+    ///   - age: how old an empty cgroup must be to count as stale.
+    ///   - prefix: only folders whose name starts with it.
+    ///   - now: the current time.
+    /// - Returns: the folders removed.
+    @discardableResult
+    package func removeStale(
+        olderThan age: Duration = .seconds(60),
+        prefix: String = "comity-",
+        now: Date = Date()
+    ) -> [String] {
+        let manager = FileManager.default
+        let cutoff = now.addingTimeInterval(-Double(age.components.seconds))
+        var removed: [String] = []
+        for parent in Set(parents.values) {
+            for entry in (try? manager.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix(prefix) {
+                let folder = parent + "/" + entry
+                guard let created = (try? manager.attributesOfItem(atPath: folder))?[.modificationDate] as? Date,
+                    created < cutoff,
+                    let procs = CGroupFile.text(folder + "/cgroup.procs"),
+                    procs.allSatisfy(\.isWhitespace),
+                    rmdir(folder) == 0
+                else { continue }
+                removed.append(folder)
+            }
+        }
+        return removed.sorted()
+    }
 }
 
 // MARK: - Detection

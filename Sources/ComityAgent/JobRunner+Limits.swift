@@ -8,7 +8,7 @@ extension JobRunner {
     /// The script that starts a limited job: `sh -c SCRIPT comity-job N PROCS… PROGRAM ARGS…` writes its own pid
     /// into the N `cgroup.procs` files, then `exec`s the program, so the job's first process is in its cgroup before
     /// the job's code runs, keeps its pid (and process group), and everything it forks is limited too.
-    static let joinScript =
+    package static let joinScript =
         #"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "comity: cannot join the job's cgroup $1" >&2; exit 125; }; shift; n=$((n - 1)); done; exec "$@""#
 
     /// Creates the attempt's cgroup (``CGroupHierarchy/create(name:limits:)``) and rewrites the job's command to

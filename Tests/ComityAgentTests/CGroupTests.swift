@@ -295,6 +295,38 @@ struct CGroupLimitTests {
         #expect(run.leftovers(in: hierarchy) == [])
     }
 
+    @Test("an empty attempt cgroup older than the age is removed as stale; a young one and a busy one are kept")
+    func staleCGroups() async throws {
+        let hierarchy = try #require(hostCGroups)
+        let python = try #require(python, "needs /usr/bin/python3")
+        let prefix = "comity-test-stale-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        let empty = try hierarchy.create(name: prefix + "-empty", limits: CGroupLimits())
+        let busy = try hierarchy.create(name: prefix + "-busy", limits: CGroupLimits())
+        defer { for folder in empty.folders + busy.folders { rmdir(folder) } }
+        // A process in the busy one (the join script the runner uses, then a sleep).
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments =
+            ["-c", JobRunner.joinScript, "comity-job", String(busy.procsFiles.count)] + busy.procsFiles
+            + [python, "-c", "import time; time.sleep(30)"]
+        try process.run()
+        let sleeper = process.processIdentifier
+        defer {
+            kill(sleeper, SIGKILL)
+            process.waitUntilExit()
+        }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+        while busy.processes().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(busy.processes() == [sleeper])
+
+        #expect(hierarchy.removeStale(prefix: prefix) == [], "both are young")
+        let later = Date().addingTimeInterval(3600)
+        let removed = hierarchy.removeStale(prefix: prefix, now: later)
+        #expect(removed == empty.folders.sorted())
+        #expect(empty.folders.allSatisfy { !FileManager.default.fileExists(atPath: $0) })
+        #expect(busy.folders.allSatisfy { FileManager.default.fileExists(atPath: $0) })
+    }
+
     @Test("a missing command fails as it does without limits, and leaves no cgroup")
     func missingCommand() async throws {
         let hierarchy = try #require(hostCGroups)
