@@ -22,6 +22,9 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
     package var pollWaitSeconds: Int
     /// The runner every job goes through (`--runner`).
     package var runner: RunnerKind
+    /// The host name or address at which others reach this host's services (`--advertise-address`): the host part
+    /// of every service replica's URL. `127.0.0.1` by default, which only this host can reach.
+    package var advertiseAddress: String
     /// Time between two samples of a GPU job's memory and utilization (`--gpu-sample-interval`; ``GPUSampler``).
     package var gpuSampleInterval: Duration
     /// The Slurm partition jobs are submitted to (`--slurm-partition`); required by the slurm runner.
@@ -39,6 +42,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         killGrace: Duration = .seconds(10),
         pollWaitSeconds: Int = 20,
         runner: RunnerKind = .process,
+        advertiseAddress: String = "127.0.0.1",
         gpuSampleInterval: Duration = .seconds(5),
         slurmPartition: String? = nil,
         slurmConf: String? = nil
@@ -52,6 +56,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         self.killGrace = killGrace
         self.pollWaitSeconds = pollWaitSeconds
         self.runner = runner
+        self.advertiseAddress = advertiseAddress
         self.gpuSampleInterval = gpuSampleInterval
         self.slurmPartition = slurmPartition
         self.slurmConf = slurmConf
@@ -62,7 +67,7 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
         "AgentConfiguration(server: \(server ?? "(from credential)"), "
             + "joinToken: \(joinToken == nil ? "nil" : "<redacted>"), stateDirectory: \(stateDirectory.path), "
             + "resourcesFile: \(resourcesFile ?? "nil"), name: \(name ?? "(hostname)"), labels: \(labels), "
-            + "killGrace: \(killGrace), runner: \(runner.rawValue))"
+            + "killGrace: \(killGrace), runner: \(runner.rawValue), advertiseAddress: \(advertiseAddress))"
     }
 
     /// Parses `--labels k=v,k2=v2`.
@@ -113,6 +118,13 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
             }
         }
         if stateDirectory.path.isEmpty { throw AgentError(.configuration, "--state-dir: expected a folder") }
+        if !Self.isAdvertiseAddress(advertiseAddress) {
+            throw AgentError(
+                .configuration,
+                "--advertise-address: expected a host name or an IP address that others reach this host at "
+                    + "(e.g. 10.0.0.5, gpu1.example.org or fd00::5), got \"\(advertiseAddress)\""
+            )
+        }
         if let name, !name.isEmpty, !Self.isHostName(name) {
             throw AgentError(
                 .configuration,
@@ -127,6 +139,17 @@ package struct AgentConfiguration: Sendable, CustomStringConvertible {
             && key.unicodeScalars.allSatisfy {
                 ("0"..."9").contains($0) || ("a"..."z").contains($0) || ("A"..."Z").contains($0)
                     || "-_./".unicodeScalars.contains($0)
+            }
+    }
+
+    /// A DNS name or an IPv4/IPv6 address (letters, digits, `-`, `.`, `:`; IPv6 possibly in brackets).
+    static func isAdvertiseAddress(_ address: String) -> Bool {
+        var text = Substring(address)
+        if text.hasPrefix("["), text.hasSuffix("]") { text = text.dropFirst().dropLast() }
+        return !text.isEmpty && text.count <= 253 && !text.hasPrefix("-") && !text.hasPrefix(".")
+            && text.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
+                    || "-.:".unicodeScalars.contains($0)
             }
     }
 

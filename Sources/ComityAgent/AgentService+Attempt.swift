@@ -68,7 +68,7 @@ extension AgentService {
                 network: assignment.spec.network ?? false,
                 image: assignment.spec.image
             )
-            let runner = makeExecutor(logger: logger)
+            let runner = executor(for: assignment, services: session.services, logger: logger)
             async let sampled: Void = sampler.run()
             outcome = await runner.run(
                 job,

@@ -24,7 +24,8 @@ extension AgentService {
         }
     }
 
-    /// Sends a heartbeat every `heartbeatSeconds` with the attempts held; stops those the server lists.
+    /// Sends a heartbeat every `heartbeatSeconds` with the attempts held and the state of the services among them, and
+    /// at once when a service replica's health changes; stops the attempts the server lists.
     ///
     /// Returns when cancelled; throws ``AgentError/Code/unauthorized`` on a 401.
     func heartbeatLoop(_ session: Session, registry: AttemptRegistry) async throws {
@@ -35,8 +36,14 @@ extension AgentService {
         while !Task.isCancelled {
             let delay: Duration
             do {
+                let attempts = registry.attempts
+                let services = session.services.statuses(of: attempts)
                 let response = try await session.client.heartbeat(
-                    HeartbeatRequest(attempts: registry.attempts, resources: resources)
+                    HeartbeatRequest(
+                        attempts: attempts,
+                        resources: resources,
+                        services: services.isEmpty ? nil : services
+                    )
                 )
                 resources = nil
                 if backoff.failures > 0 {
@@ -57,7 +64,8 @@ extension AgentService {
                     metadata: ["error": "\(error)", "retry.in": "\(delay)", "failures": "\(backoff.failures)"]
                 )
             }
-            do { try await Task.sleep(for: delay) } catch { return }
+            // A service replica's health change ends the wait early, so the server learns of it at once.
+            do { _ = try await session.services.changed.wait(for: delay) } catch { return }
         }
     }
 

@@ -36,6 +36,8 @@ package struct AgentService: Service, CustomStringConvertible {
         var credential: Credential
         var resources: HostResources
         var leftovers: [RunningRecord]
+        /// The statuses of the service replicas running now, reported with every heartbeat.
+        var services = ServiceBoard()
     }
 
     /// Runs the agent until graceful shutdown, with its own HTTP client (see ``httpConfiguration``).

@@ -55,6 +55,14 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "How jobs run: process (default), sandbox (bubblewrap), slurm, container (podman).")
     var runner: RunnerKind = .process
 
+    @Option(
+        help: """
+            The host name or address others reach this host's services at, put in each service replica's URL \
+            (default: 127.0.0.1, reachable only from this host; set the host's reachable address).
+            """
+    )
+    var advertiseAddress: String = "127.0.0.1"
+
     @Option(help: "The Slurm partition jobs are submitted to (required with --runner slurm).")
     var slurmPartition: String?
 
@@ -80,6 +88,7 @@ struct RunCommand: AsyncParsableCommand {
                 labels: try labels.map(AgentConfiguration.parseLabels) ?? [:],
                 killGrace: try AgentConfiguration.parseGrace(killGrace),
                 runner: runner,
+                advertiseAddress: advertiseAddress,
                 gpuSampleInterval: try GPUSampler.parseInterval(gpuSampleInterval),
                 slurmPartition: slurmPartition,
                 slurmConf: slurmConf
