@@ -144,6 +144,9 @@ extension CGroupHierarchy {
     /// Detects the hierarchy of the running process (reads `/proc/self/*`, creates and removes a probe cgroup, and
     /// for v2 may move this process into ``agentLeaf``).
     package static func detect() -> Detection {
+        if let parent = ProcessInfo.processInfo.environment[parentVariable], !parent.isEmpty {
+            return detect(parent: parent)
+        }
         guard let mountText = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8),
             let cgroupText = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)
         else {
@@ -169,6 +172,38 @@ extension CGroupHierarchy {
         case .failure(let failure): reasons.append("v1: \(failure.message)")
         }
         return .unusable(reason: reasons.joined(separator: "; "))
+    }
+
+    /// The environment variable (set by `--cgroup-parent`) naming a cgroup v2 folder delegated to the agent's jobs.
+    package static let parentVariable = "COMITY_CGROUP_PARENT"
+
+    /// Uses `parent`, a cgroup v2 folder given to the agent's jobs (like Slurm's and the kubelet's cgroup parent),
+    /// instead of the agent's own cgroup: for hosts where the agent shares its cgroup with other processes. The
+    /// folder is created when missing (its parent must offer the memory controller, which the agent enables there
+    /// when it may); attempt cgroups are its children. No fallback: a bad parent is reported, never ignored.
+    package static func detect(parent: String) -> Detection {
+        guard parent.hasPrefix("/"), !parent.split(separator: "/").contains("..") else {
+            return .unusable(reason: "--cgroup-parent: expected an absolute path in a cgroup2 file system, got \(parent)")
+        }
+        let above = String(parent[..<(parent.lastIndex(of: "/") ?? parent.startIndex)])
+        guard CGroupFile.text((above.isEmpty ? "" : above) + "/cgroup.controllers") != nil else {
+            return .unusable(reason: "--cgroup-parent \(parent): \(above.isEmpty ? "/" : above) is not a cgroup v2 folder")
+        }
+        if !FileManager.default.fileExists(atPath: parent) {
+            if !words(CGroupFile.text(above + "/cgroup.subtree_control")).contains(Controller.memory.rawValue) {
+                CGroupFile.put(above + "/cgroup.subtree_control", "+memory")
+            }
+            for controller in [Controller.cpu, .pids] {
+                CGroupFile.put(above + "/cgroup.subtree_control", "+" + controller.rawValue)
+            }
+            if mkdir(parent, 0o755) != 0, errno != EEXIST {
+                return .unusable(reason: "--cgroup-parent: cannot create \(parent): \(describe(errno))")
+            }
+        }
+        switch prepareV2(parent) {
+        case .success(let hierarchy): return .usable(hierarchy)
+        case .failure(let failure): return .unusable(reason: "--cgroup-parent \(parent): \(failure.message)")
+        }
     }
 
     /// Parses `/proc/self/mountinfo`, keeping cgroup and cgroup2 mounts.

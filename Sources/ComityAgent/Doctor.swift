@@ -197,6 +197,8 @@ package struct Doctor: Sendable {
                 )
         )
 
+        checks.append(await runLimitsCheck(hierarchy: CGroupHierarchy.host.hierarchy))
+
         var smoke: SmokeReport?
         if let device = gpus.devices.first, configuration.smoke != .none {
             let report = await runSmokeJob(on: device, nvidiaSMI: gpus.nvidiaSmi)

@@ -75,7 +75,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "A cgroup v2 folder for the jobs' cgroups (created when missing), e.g. /sys/fs/cgroup/comity, for hosts where the agent shares its own cgroup; default: the agent's own cgroup.")
+    var cgroupParent: String?
+
     func run() async throws {
+        if let cgroupParent { setenv(CGroupHierarchy.parentVariable, cgroupParent, 1) }
         let environment = ProcessInfo.processInfo.environment
         let configuration: AgentConfiguration
         do throws(AgentError) {
@@ -142,7 +146,11 @@ struct DoctorCommand: AsyncParsableCommand {
     @Option(help: "Log level of the checks' own logging (stderr): trace, debug, info, warning, error.")
     var logLevel: Logger.Level = .warning
 
+    @Option(help: "A cgroup v2 folder for the jobs' cgroups (created when missing), e.g. /sys/fs/cgroup/comity, for hosts where the agent shares its own cgroup; default: the agent's own cgroup.")
+    var cgroupParent: String?
+
     func run() async throws {
+        if let cgroupParent { setenv(CGroupHierarchy.parentVariable, cgroupParent, 1) }
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
