@@ -136,12 +136,7 @@ package struct ContainerRunner: JobExecutor {
 
     /// Finds `podman` in `PATH` (and the usual folders).
     package static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-        let path = (environment["PATH"] ?? "") + ":/usr/bin:/usr/local/bin:/bin"
-        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
-            let candidate = "\(directory)/podman"
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
+        Inventory.findOnPath("podman", path: (environment["PATH"] ?? "") + ":/usr/bin:/usr/local/bin:/bin")
     }
 
     /// Runs one short podman command with the agent's environment, for at most `timeout`; returns its exit status

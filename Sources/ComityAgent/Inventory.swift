@@ -180,10 +180,10 @@ package enum Inventory {
         }
     }
 
-    /// The first executable file called `name` in `path` (the agent's `PATH` by default).
+    /// The first executable file called `name` in `path` (the agent's `PATH` by default); relative folders are skipped.
     package static func findOnPath(_ name: String, path: String? = nil) -> String? {
         let path = path ?? ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        for directory in path.split(separator: ":") where !directory.isEmpty {
+        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
             let candidate = "\(directory)/\(name)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }

@@ -147,12 +147,7 @@ extension SandboxRunner {
 
     /// The `bwrap` executable: the first in the agent's `PATH`, else `/usr/bin/bwrap`; `nil` when there is none.
     package static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
-        let path = (environment["PATH"] ?? "") + ":/usr/bin:/usr/local/bin:/bin"
-        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
-            let candidate = "\(directory)/bwrap"
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
+        Inventory.findOnPath("bwrap", path: (environment["PATH"] ?? "") + ":/usr/bin:/usr/local/bin:/bin")
     }
 
     /// Finds bwrap and checks that it can really make a sandbox here (user or mount namespaces may be forbidden, as

@@ -46,6 +46,19 @@ extension Store {
     package struct ReplicaTarget: Sendable {
         package var endpoint: Endpoint
         package var host: HostFacts
+
+        /// A replica from the columns both replica queries read (`labels` is the host's labels as JSON text).
+        init(
+            replica: Int32, job: Int64, attempt: Int64, host: String, region: String, jurisdiction: String, url: String,
+            restarts: Int32, checkedAt: Date, partner: Int64, labels: String, context: PolicyContext
+        ) throws {
+            endpoint = Endpoint(
+                replica: Int(replica), job: job, attempt: attempt, host: host, region: region, jurisdiction: jurisdiction, url: url,
+                restarts: Int(restarts), checkedAt: checkedAt)
+            self.host = HostFacts(
+                id: 0, name: host, partner: context.partnerNames[partner] ?? "#\(partner)", region: region, jurisdiction: jurisdiction,
+                labels: try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labels.utf8)))
+        }
     }
 
     /// Healthy replicas of a service: their job and attempt run, the agent's last report of them said healthy and
@@ -64,13 +77,10 @@ extension Store {
             order by j.replica
             """, logger: logger
         ).decode((Int32, Int64, Int64, String, String, String, String, Int32, Date, Int64, String).self) {
-            let endpoint = Endpoint(
-                replica: Int(replica), job: job, attempt: attempt, host: host, region: region, jurisdiction: jurisdiction, url: url,
-                restarts: Int(restarts), checkedAt: checkedAt)
-            let facts = HostFacts(
-                id: 0, name: host, partner: context.partnerNames[partner] ?? "#\(partner)", region: region, jurisdiction: jurisdiction,
-                labels: try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labels.utf8)))
-            targets.append(ReplicaTarget(endpoint: endpoint, host: facts))
+            targets.append(
+                try ReplicaTarget(
+                    replica: replica, job: job, attempt: attempt, host: host, region: region, jurisdiction: jurisdiction, url: url,
+                    restarts: restarts, checkedAt: checkedAt, partner: partner, labels: labels, context: context))
         }
         return targets
     }
@@ -146,13 +156,10 @@ extension Store {
                 guard let replica = row.5, let job = row.6, let attempt = row.7, let host = row.8, let region = row.9, let jurisdiction = row.10,
                     let url = row.11, let restarts = row.12, let checkedAt = row.13, let partner = row.14, let labels = row.15
                 else { continue }
-                let endpoint = Endpoint(
-                    replica: Int(replica), job: job, attempt: attempt, host: host, region: region, jurisdiction: jurisdiction, url: url,
-                    restarts: Int(restarts), checkedAt: checkedAt)
-                let facts = HostFacts(
-                    id: 0, name: host, partner: context.partnerNames[partner] ?? "#\(partner)", region: region, jurisdiction: jurisdiction,
-                    labels: try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labels.utf8)))
-                replicas.append(ReplicaTarget(endpoint: endpoint, host: facts))
+                replicas.append(
+                    try ReplicaTarget(
+                        replica: replica, job: job, attempt: attempt, host: host, region: region, jurisdiction: jurisdiction, url: url,
+                        restarts: restarts, checkedAt: checkedAt, partner: partner, labels: labels, context: context))
             }
             return GatewayTargets(service: name, project: first.3, replicas: replicas, policies: context.active())
         }
