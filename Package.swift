@@ -173,7 +173,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ComityAgentTests",
-            dependencies: ["ComityAgent", "ComityAPI", "ComityCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ComityAgent", "ComityAPI", "ComityCore", "ComityClient", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -13,7 +13,7 @@ import Darwin
 #endif
 
 /// An HTTP service answering `GET /healthz` with 200 (anything else with 404) on `$PORT`, on all addresses.
-private let httpService = [
+let httpService = [
     "python3", "-c",
     """
     import http.server, os
@@ -267,6 +267,30 @@ struct ServiceSupervisorTests {
                 harness.output.contains("run\n[comity-agent: service process exited with code 1; restarting in 200ms]")
             )
         }
+    }
+
+    @Test("a process that stayed healthy long enough is restarted after the first delay again")
+    func backoffResets() async throws {
+        let harness = try ServiceHarness()
+        // Serves for 0.6 s, then fails.
+        let failLater = "import os, threading\nthreading.Timer(0.6, lambda: os._exit(1)).start()\n"
+        let command = ["python3", "-c", failLater + httpService[2]]
+        let policy = {
+            var policy = ServiceHarness.policy()
+            policy.resetAfter = .milliseconds(200)
+            return policy
+        }()
+        await withTaskGroup(of: JobRunner.Outcome.self) { group in
+            group.addTask { await harness.run(command, policy: policy) }
+            #expect(await eventually { harness.history.contains { $0.restarts == 3 } })
+            harness.control.stop(.server)
+            #expect(await group.next() == .stopped(.server))
+        }
+        let announced = harness.history.compactMap { $0.message }.filter { $0.contains("restarting in") }
+        #expect(announced.count >= 3)
+        #expect(announced.allSatisfy { $0 == "process exited with code 1; restarting in 100ms" }, "\(announced)")
+        // Every start was healthy before it failed.
+        #expect(harness.history.contains { $0.healthy && $0.restarts == 2 })
     }
 
     @Test("a stop during the backoff delay ends the service at once")
