@@ -125,9 +125,13 @@ struct DoctorTests {
         let gpus = try #require(object["gpus"] as? [String: Any])
         #expect((gpus["devices"] as? [Any])?.isEmpty == true)
         let checks = try #require(object["checks"] as? [[String: Any]])
-        #expect(checks.map { $0["name"] as? String } == ["cpus", "memory", "gpus", "runner", "cgroups", "gpu_smoke"])
+        #expect(checks.map { $0["name"] as? String } == ["cpus", "memory", "gpus", "runner", "cgroups", "limits", "gpu_smoke"])
         #expect(checks.last?["status"] as? String == "skipped")
         #expect((object["runtime"] as? [String: Any])?["runner"] as? String == "process")
+        // The limits check (a 256 MiB job under 64 MiB must be OOM-killed) passes where cgroups are usable.
+        let limits = checks.first { $0["name"] as? String == "limits" }
+        let hasCGroups = (object["runtime"] as? [String: Any])?["cgroups"] is String
+        #expect(limits?["status"] as? String == (hasCGroups ? "ok" : "skipped"), "\(limits ?? [:])")
     }
 
     @Test(

@@ -35,8 +35,19 @@ struct FakeNvidiaSMI {
     /// Writes the script and `answers` (file name → content) into a new temporary folder.
     init(answers: [String: String]) throws {
         directory = try makeTemporaryDirectory()
-        try Self.script.write(toFile: executable, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: executable)
+        // The executable is written by another process (`install`), never opened for writing here: a process this test
+        // process forks meanwhile (tests run in parallel) would inherit such a descriptor until its exec, and running
+        // the script then fails with ETXTBSY ("Text file busy").
+        let source = directory + "/nvidia-smi.source"
+        try Self.script.write(toFile: source, atomically: true, encoding: .utf8)
+        let install = Process()
+        install.executableURL = URL(fileURLWithPath: "/usr/bin/install")
+        install.arguments = ["-m", "755", source, executable]
+        try install.run()
+        install.waitUntilExit()
+        guard install.terminationStatus == 0 else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: executable])
+        }
         for (name, content) in answers { try set(name, content) }
     }
 
