@@ -58,7 +58,7 @@ struct DoctorTests {
 
     @Test(
         "fixture GPUs: listed, and the smoke job sees exactly the first one",
-        .enabled(if: hasH100Fixture, "GPU fixtures not found at ../shared/fixtures/gpu/h100-80gb")
+        .enabled(if: hasH100Fixture, "GPU fixtures not found at Tests/Fixtures/gpu/h100-80gb")
     )
     func fixtureGPU() async throws {
         let fake = try Self.h100Fake()
@@ -83,7 +83,7 @@ struct DoctorTests {
 
     @Test(
         "a smoke job that answers for another GPU fails the doctor, naming the check",
-        .enabled(if: hasH100Fixture, "GPU fixtures not found at ../shared/fixtures/gpu/h100-80gb")
+        .enabled(if: hasH100Fixture, "GPU fixtures not found at Tests/Fixtures/gpu/h100-80gb")
     )
     func wrongGPU() async throws {
         let fake = try Self.h100Fake(byUUID: "\(Self.h100UUID)x, NVIDIA H100 80GB HBM3\n")
@@ -137,7 +137,7 @@ struct DoctorTests {
     @Test(
         "comity-agent doctor with a fake nvidia-smi on PATH lists the fixture GPU, and `run` stays the default",
         .enabled(if: hasAgentBinary, "COMITY_BIN_DIR does not hold a built comity-agent"),
-        .enabled(if: hasH100Fixture, "GPU fixtures not found at ../shared/fixtures/gpu/h100-80gb")
+        .enabled(if: hasH100Fixture, "GPU fixtures not found at Tests/Fixtures/gpu/h100-80gb")
     )
     func binaryWithFakeGPU() async throws {
         let fake = try Self.h100Fake()

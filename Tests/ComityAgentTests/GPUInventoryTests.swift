@@ -9,7 +9,7 @@ struct GPUInventoryTests {
         "the real H100 capture: -L lists the one GPU, MIG disabled in the wide query",
         .enabled(
             if: hasH100Fixture,
-            "GPU fixtures not found at ../shared/fixtures/gpu/h100-80gb (the repository's parent folder)"
+            "GPU fixtures not found at Tests/Fixtures/gpu/h100-80gb"
         )
     )
     func h100Listing() throws {

@@ -3,10 +3,10 @@ import ComityCore
 import Foundation
 import Testing
 
-/// `/work/shared/fixtures`, found from this file: the repository's parent folder holds `shared/`.
+/// `Tests/Fixtures`: real captures (copied from the project's shared fixtures, unchanged), found from this file.
 let fixturesDirectory = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent()
-    .appendingPathComponent("../../../shared/fixtures")
+    .appendingPathComponent("../Fixtures")
     .standardizedFileURL
 let h100FixtureDirectory = fixturesDirectory.appendingPathComponent("gpu/h100-80gb")
 let hasH100Fixture = FileManager.default.fileExists(
@@ -19,7 +19,7 @@ struct InventoryTests {
         "nvidia-smi output of a real H100 host",
         .enabled(
             if: hasH100Fixture,
-            "GPU fixtures not found at ../shared/fixtures/gpu/h100-80gb (the repository's parent folder)"
+            "GPU fixtures not found at Tests/Fixtures/gpu/h100-80gb"
         )
     )
     func h100Query() throws {
@@ -51,7 +51,7 @@ struct InventoryTests {
         "nvidia-smi output with header and units",
         .enabled(
             if: hasH100Fixture,
-            "GPU fixtures not found at ../shared/fixtures/gpu/h100-80gb (the repository's parent folder)"
+            "GPU fixtures not found at Tests/Fixtures/gpu/h100-80gb"
         )
     )
     func h100FixtureWithHeader() throws {

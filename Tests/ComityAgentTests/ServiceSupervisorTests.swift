@@ -125,10 +125,11 @@ struct ServiceSupervisorTests {
 
             let first = try #require(harness.pgids.first)
             #expect(kill(first, SIGKILL) == 0)
+            // A health check may fail first (the port closes as the process dies); the exit is reported either way.
             let down = try #require(
-                await harness.status { !$0.healthy && $0.restarts == 0 && $0.message != "starting" }
+                await harness.status { $0.restarts == 0 && $0.message?.contains("exited with code 137") == true }
             )
-            #expect(down.message?.contains("137") == true)
+            #expect(!down.healthy)
             let back = try #require(await harness.status { $0.healthy && $0.restarts == 1 })
             #expect(back.url == healthy.url)
             #expect(harness.pgids.count == 2)
@@ -249,8 +250,9 @@ struct ServiceSupervisorTests {
                 }
             )
             #expect(harness.history.contains { $0.restarts == 4 })
-            // …and are really waited: from each announcement (made when the process ended) to the next start.
-            // Spawning adds noise on a loaded machine, so growth is asserted over two steps (a factor of 4).
+            // …and are really waited: from each announcement (made when the process ended) to the next start, at
+            // least the delay announced. (Not an upper bound or a strict growth: spawning on a loaded 2-core machine
+            // can take longer than the first delays.)
             let ended = zip(harness.statuses.withLock { $0 }, harness.reportedAt.withLock { $0 })
                 .filter { $0.0?.message?.contains("restarting in") == true }.map(\.1)
             let starts = harness.starts.withLock { $0.map(\.at) }
@@ -259,7 +261,6 @@ struct ServiceSupervisorTests {
             for (index, wait) in waits.enumerated() {
                 #expect(wait >= .milliseconds(100) * (1 << index), "wait \(index) was \(wait)")
             }
-            for (earlier, later) in zip(waits, waits.dropFirst(2)) { #expect(later > earlier, "waits: \(waits)") }
 
             let seqs = harness.chunks.withLock { $0.map(\.seq) }
             #expect(seqs == Array(1...Int64(seqs.count)))
