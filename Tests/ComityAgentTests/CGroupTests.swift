@@ -315,8 +315,15 @@ struct CGroupLimitTests {
             kill(sleeper, SIGKILL)
             process.waitUntilExit()
         }
-        let deadline = ContinuousClock.now.advanced(by: .seconds(10))
-        while busy.processes().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        // The join script enters the folders one after another: wait until it is in every one.
+        func joinedAll() -> Bool {
+            busy.procsFiles.allSatisfy {
+                ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").split(separator: "\n").contains("\(sleeper)")
+            }
+        }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while !joinedAll(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(joinedAll())
         #expect(busy.processes() == [sleeper])
 
         #expect(hierarchy.removeStale(prefix: prefix) == [], "both are young")

@@ -274,9 +274,24 @@ struct ServiceSupervisorTests {
     @Test("a process that stayed healthy long enough is restarted after the first delay again")
     func backoffResets() async throws {
         let harness = try ServiceHarness()
-        // Serves for 0.6 s, then fails.
-        let failLater = "import os, threading\nthreading.Timer(0.6, lambda: os._exit(1)).start()\n"
-        let command = ["python3", "-c", failLater + httpService[2]]
+        // Serves for 1.5 s after its first health check (so it was healthy for longer than `resetAfter` however
+        // slowly it started on a loaded machine), then fails.
+        let failLater = """
+            import http.server, os, threading
+            checked = []
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    if not checked:
+                        checked.append(1)
+                        threading.Timer(1.5, lambda: os._exit(1)).start()
+                    self.send_response(200 if self.path == "/healthz" else 404)
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                def log_message(self, *args):
+                    pass
+            http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+            """
+        let command = ["python3", "-c", failLater]
         let policy = {
             var policy = ServiceHarness.policy()
             policy.resetAfter = .milliseconds(200)
@@ -284,7 +299,7 @@ struct ServiceSupervisorTests {
         }()
         await withTaskGroup(of: JobRunner.Outcome.self) { group in
             group.addTask { await harness.run(command, policy: policy) }
-            #expect(await eventually { harness.history.contains { $0.restarts == 3 } })
+            #expect(await eventually(within: .seconds(45)) { harness.history.contains { $0.restarts == 3 } })
             harness.control.stop(.server)
             #expect(await group.next() == .stopped(.server))
         }
