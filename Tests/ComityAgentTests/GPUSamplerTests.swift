@@ -167,7 +167,10 @@ struct GPUSamplerTests {
         async let outcome = sampler.sampling {
             await runner.run(job, control: harness.control, onStart: { sampler.jobStarted(processGroup: $0) }) { _ in }
         }
-        let sampled = await eventually { fake.calls.filter { $0.hasPrefix("--query-compute-apps") }.count >= 3 }
+        // Each sample runs the fake nvidia-smi twice; under a full suite's load that can take seconds.
+        let sampled = await eventually(within: .seconds(40)) {
+            fake.calls.filter { $0.hasPrefix("--query-compute-apps") }.count >= 3
+        }
         #expect(FileManager.default.createFile(atPath: release, contents: nil))
         #expect(await outcome == .exited(0))
         #expect(sampled, "three samples were not taken: \(fake.calls)")

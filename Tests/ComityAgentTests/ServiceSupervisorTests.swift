@@ -366,7 +366,8 @@ struct ServiceBoardTests {
             group.cancelAll()
             #expect(await group.next() == .some(nil))
         }
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // Neither 30-s wait ran out (a loaded 2-core machine took 14 s for both in CI, hence not a tighter bound).
+        #expect(ContinuousClock.now - started < .seconds(25))
     }
 
     @Test("ports handed out are distinct and free until released")
