@@ -128,9 +128,10 @@ package struct JobRunner: JobExecutor {
         onStart: @escaping @Sendable (Int32) async -> Void = { _ in },
         sink: @escaping @Sendable (LogAppend) async -> Void
     ) async -> Outcome {
-        if let reason = control.stopReason { return .stopped(reason) }
-        guard let program = job.command.first, !program.isEmpty else {
-            return .failed("cannot start the job: empty command")
+        let program: String
+        switch Self.program(of: job, control: control) {
+        case .success(let found): program = found
+        case .failure(let refusal): return refusal.outcome
         }
         var limited = job
         var cgroup: CGroup?
@@ -237,6 +238,20 @@ package struct JobRunner: JobExecutor {
             if let reason = control.stopReason { return .stopped(reason) }
             return .failed("lost track of the job's process: \(Self.describe(error))")
         }
+    }
+
+    /// Why a job is not started: a stop requested before the start, or nothing to run.
+    package struct Refusal: Error {
+        package var outcome: Outcome
+    }
+
+    /// The program a runner starts for `job`, or the outcome to report instead (shared by every runner).
+    package static func program(of job: Job, control: JobControl) -> Result<String, Refusal> {
+        if let reason = control.stopReason { return .failure(Refusal(outcome: .stopped(reason))) }
+        guard let program = job.command.first, !program.isEmpty else {
+            return .failure(Refusal(outcome: .failed("cannot start the job: empty command")))
+        }
+        return .success(program)
     }
 
     /// Terminates what the job's leader left behind in its group.

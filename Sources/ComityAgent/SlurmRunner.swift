@@ -59,9 +59,10 @@ package struct SlurmRunner: JobExecutor {
         onStart: @escaping @Sendable (Int32) async -> Void,
         sink: @escaping @Sendable (LogAppend) async -> Void
     ) async -> JobRunner.Outcome {
-        if let reason = control.stopReason { return .stopped(reason) }
-        guard let program = job.command.first, !program.isEmpty else {
-            return .failed("cannot start the job: empty command")
+        let program: String
+        switch JobRunner.program(of: job, control: control) {
+        case .success(let found): program = found
+        case .failure(let refusal): return refusal.outcome
         }
         let script = job.workDirectory + "/" + Self.scriptName
         do {
