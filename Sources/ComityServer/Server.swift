@@ -26,6 +26,8 @@ package struct ServerConfiguration: Sendable {
     package var audit = AuditSigner(origin: "comity.local/audit", key: Curve25519.Signing.PrivateKey())
     /// How often the ledger head is signed when it moved.
     package var checkpointInterval: Duration = .seconds(300)
+    /// How often committed audit entries are chained (the longest an entry waits outside the chain, plus a chain's time).
+    package var auditChainInterval: Duration = .milliseconds(100)
 
     package init() {}
 }
@@ -68,8 +70,11 @@ package struct AuditSigner: Sendable {
 package func buildApplication(
     configuration: ServerConfiguration, client: PostgresClient, registry: PrometheusCollectorRegistry?, logger: Logger
 ) throws -> some ApplicationProtocol {
-    let store = Store(client: client, configuration: configuration.store, logger: logger)
     let notifier = Notifier()
+    // The server's own waiters hear its notifications at once; other replicas through PostgreSQL.
+    let store = Store(client: client, configuration: configuration.store, logger: logger) { notice in
+        NotificationListener.dispatch(channel: notice.channel, payload: notice.payload, to: notifier)
+    }
     let router = Router(context: AppContext.self)
     router.add(middleware: DeniedAuditMiddleware(store: store))
     router.add(middleware: ErrorMiddleware())
@@ -90,12 +95,13 @@ package func buildApplication(
         services: [client],
         logger: logger)
     app.addServices(
-        NotificationListener(client: client, notifier: notifier, logger: logger),
+        NotificationListener(client: client, notifier: notifier, origin: store.noticeOrigin, logger: logger),
         SchedulerService(store: store, notifier: notifier, interval: configuration.schedulerInterval, logger: logger),
         ReaperService(
             store: store, interval: configuration.reaperInterval, logger: logger,
             accountingInterval: .seconds(max(1, configuration.store.accountingIntervalSeconds))),
         CheckpointService(store: store, signer: configuration.audit, interval: configuration.checkpointInterval, logger: logger),
+        AuditSequencer(store: store, interval: configuration.auditChainInterval, logger: logger),
         ServiceController(store: store, interval: configuration.reaperInterval, logger: logger))
     return app
 }

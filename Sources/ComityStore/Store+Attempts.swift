@@ -13,18 +13,7 @@ extension Store {
     /// out. A rule change committed after this read ends the attempt itself, and the agent's start is then refused.
     package func assignments(host: Int64) async throws -> [Assignment] {
         try await client.withConnection { connection in
-            let rows = try await connection.query(
-                """
-                select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
-                       j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
-                       h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state), h.runner
-                from attempts a
-                join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
-                join hosts h on h.id = a.host_id
-                where a.host_id = \(host) and a.state = 'assigned'
-                order by a.id
-                """, logger: logger
-            ).collect()
+            let rows = try await run(AssignmentsStatement.self, Self.assignmentsQuery(host: host), on: connection)
             // Most wake-ups of a long poll find nothing: the rules are only read when there is something to check.
             guard let generation = try rows.first?.makeRandomAccess()[15].decode(Int64.self) else { return [] }
             let context = try await policyContext(on: connection, knownGeneration: generation)
@@ -68,15 +57,42 @@ extension Store {
         }
     }
 
+    enum AssignmentsStatement: HotStatement { static let sql = Store.assignmentsQuery(host: 0).sql }
+
+    static func assignmentsQuery(host: Int64) -> PostgresQuery {
+        """
+        select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
+               j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
+               h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state), h.runner
+        from attempts a
+        join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
+        join hosts h on h.id = a.host_id
+        where a.host_id = \(host) and a.state = 'assigned'
+        order by a.id
+        """
+    }
+
     /// The agent started the process: attempt and job become `running`. Idempotent.
     ///
     /// One statement (atomic on its own, so no explicit transaction): the common case costs one round trip.
     package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
-        let started = try await client.query(
-            """
+        let started = try await run(
+            StartStatement.self, Self.startQuery(attempt: attempt, host: host, leaseSeconds: Double(configuration.leaseSeconds))
+        ).map { try $0.decode((Int64, Int64).self) }
+        if let (job, _) = started.first {
+            await notices.send([.init(Channel.job, String(job))])
+            return AttemptAck(current: true, state: .running)
+        }
+        return try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) }
+    }
+
+    enum StartStatement: HotStatement { static let sql = Store.startQuery(attempt: 0, host: 0, leaseSeconds: 0).sql }
+
+    static func startQuery(attempt: Int64, host: Int64, leaseSeconds: Double) -> PostgresQuery {
+        """
             with a as (
                 update attempts a set state = 'running', started_at = now(),
-                    lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
+                    lease_expires_at = now() + make_interval(secs => \(leaseSeconds))
                 from jobs j
                 where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
                   and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
@@ -92,11 +108,8 @@ extension Store {
             ), audited as (
                 \(unescaped: Self.auditRows(kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', x.attempt)", from: "starting"))
             )
-            select pg_notify(\(Channel.job), id::text), (select n from audited) from j
-            """, logger: logger
-        ).collect()
-        if !started.isEmpty { return AttemptAck(current: true, state: .running) }
-        return try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) }
+            select id, (select n from audited) from j
+            """
     }
 
     /// Whether the attempt is still the one to run, and its state.
@@ -131,10 +144,11 @@ extension Store {
                 insert into job_logs (job_id, seq, attempt_id, agent_seq, stream, data)
                 select id, log_seq, \(attempt), \(chunk.seq), \(chunk.stream.rawValue), \(chunk.data) from j
             )
-            select j.cancel_requested, j.state, pg_notify(\(Channel.job), j.id::text)::text from j
+            select j.cancel_requested, j.state, j.id from j
             """, logger: logger
-        ).decode((Bool, String, String).self).collect()
-        if let (cancelRequested, state, _) = stored.first {
+        ).decode((Bool, String, Int64).self).collect()
+        if let (cancelRequested, state, job) = stored.first {
+            await notices.send([.init(Channel.job, String(job))])
             return AttemptAck(current: !cancelRequested, state: AttemptState(rawValue: state) ?? .running)
         }
         // Not stored: a repeat, a fenced-off attempt, or the bound was reached.
@@ -153,32 +167,19 @@ extension Store {
     /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
     package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
         let usage = try Self.usageJSON(report.usage)
-        return try await transaction { connection in
+        let (answer, job) = try await transaction { connection -> (AttemptAck, Int64?) in
             // A job that succeeds with declared outputs registers datasets, which takes the rules' lock: take it
             // before the job's row, in the order every rule change takes them (rules, rows, then the ledger).
             if report.outcome == .exited, report.exitCode == 0 {
-                try await connection.query(
-                    """
-                    select 1 from policy_state
-                    where exists (select 1 from attempts a join jobs j on j.id = a.job_id
-                                  where a.id = \(attempt) and coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0)
-                    for update
-                    """, logger: logger)
+                _ = try await run(FinishRulesLock.self, Self.finishRulesLock(attempt: attempt), on: connection)
             }
-            let rows = try await connection.query(
-                """
-                select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested,
-                       coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0
-                from attempts a join jobs j on j.id = a.job_id
-                where a.id = \(attempt) and a.host_id = \(host)
-                for no key update of a, j
-                """, logger: logger
-            ).decode((String, Int64, String, Bool, Int32, Int32, Bool, Bool).self).collect()
+            let rows = try await run(FinishRead.self, Self.finishRead(attempt: attempt, host: host), on: connection)
+                .map { try $0.decode((String, Int64, String, Bool, Int32, Int32, Bool, Bool).self) }
             guard let (attemptState, jobID, jobState, isCurrent, attempts, retries, cancelRequested, hasOutputs) = rows.first else {
                 throw StoreError(.notFound, "no attempt \(attempt) on this host")
             }
             guard let state = AttemptState(rawValue: attemptState), !state.isTerminal else {
-                return try await ack(attempt: attempt, host: host, on: connection)
+                return (try await ack(attempt: attempt, host: host, on: connection), nil)
             }
             let event: JobEvent
             let ended: AttemptState
@@ -216,32 +217,75 @@ extension Store {
             }
             // Every write of the report in one statement: the attempt, the job (when this attempt is still its
             // current one), the event, and the notifications.
-            try await connection.query(
-                """
-                with a as (
-                    update attempts set state = \(ended.rawValue), ended_at = now(), exit_code = \(report.exitCode), reason = \(reason),
-                        usage = \(usage)::jsonb
-                    where id = \(attempt)
-                ), j as (
-                    update jobs set state = \(next?.rawValue), exit_code = \(report.exitCode), reason = \(reason),
-                        finished_at = case when \(next?.isTerminal ?? false) then now() end, cancel_requested = false
-                    where id = \(jobID) and \(next != nil)
-                ), e as (
-                    insert into job_events (job_id, attempt_id, kind, message) values (\(jobID), \(attempt), \(ended.rawValue), \(message))
-                ), ending as (
-                    select \(jobID)::bigint as job_id, \(host)::bigint as host_id, \(attempt)::bigint as attempt, \(ended.rawValue)::text as outcome,
-                           \(report.exitCode)::int as exit_code, \(reason)::text as reason, \(next?.rawValue)::text as job_state
-                ), audited as (
-                    \(unescaped: Self.auditRows(
-                        kind: "'ended'", actor: "'agent'",
-                        body: "json_build_object('attempt', x.attempt, 'outcome', x.outcome, 'exit_code', x.exit_code, 'reason', x.reason, 'job_state', x.job_state)",
-                        from: "ending"))
-                )
-                select pg_notify(\(Channel.job), \(String(jobID))), pg_notify(\(Channel.scheduler), ''), (select n from audited)
-                """, logger: logger)
+            _ = try await run(
+                FinishWrite.self,
+                Self.finishWrite(
+                    attempt: attempt, host: host, job: jobID, ended: ended.rawValue, exitCode: report.exitCode, reason: reason, usage: usage,
+                    next: next?.rawValue, terminal: next?.isTerminal ?? false, message: message),
+                on: connection)
             if next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
-            return AttemptAck(current: false, state: ended)
+            return (AttemptAck(current: false, state: ended), jobID)
         }
+        if let job { await notices.send([.init(Channel.job, String(job)), .init(Channel.scheduler)]) }
+        return answer
+    }
+}
+
+extension Store {
+    enum FinishRulesLock: HotStatement { static let sql = Store.finishRulesLock(attempt: 0).sql }
+    enum FinishRead: HotStatement { static let sql = Store.finishRead(attempt: 0, host: 0).sql }
+    enum FinishWrite: HotStatement {
+        static let sql = Store.finishWrite(
+            attempt: 0, host: 0, job: 0, ended: "", exitCode: nil, reason: "", usage: nil, next: nil, terminal: false, message: "").sql
+    }
+
+    static func finishRulesLock(attempt: Int64) -> PostgresQuery {
+        """
+        select 1 from policy_state
+        where exists (select 1 from attempts a join jobs j on j.id = a.job_id
+                      where a.id = \(attempt) and coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0)
+        for update
+        """
+    }
+
+    static func finishRead(attempt: Int64, host: Int64) -> PostgresQuery {
+        """
+        select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested,
+               coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0
+        from attempts a join jobs j on j.id = a.job_id
+        where a.id = \(attempt) and a.host_id = \(host)
+        for no key update of a, j
+        """
+    }
+
+    /// Every write of an end report in one statement: the attempt, the job (when `next` is set: this attempt is still
+    /// its current one), the event and the audit entry.
+    static func finishWrite(
+        attempt: Int64, host: Int64, job: Int64, ended: String, exitCode: Int32?, reason: String, usage: String?, next: String?, terminal: Bool,
+        message: String
+    ) -> PostgresQuery {
+        """
+        with a as (
+            update attempts set state = \(ended), ended_at = now(), exit_code = \(exitCode)::int4, reason = \(reason),
+                usage = \(usage)::text::jsonb
+            where id = \(attempt)
+        ), j as (
+            update jobs set state = coalesce(\(next)::text, state), exit_code = \(exitCode)::int4, reason = \(reason),
+                finished_at = case when \(terminal) then now() end, cancel_requested = false
+            where id = \(job) and \(next)::text is not null
+        ), e as (
+            insert into job_events (job_id, attempt_id, kind, message) values (\(job), \(attempt), \(ended), \(message))
+        ), ending as (
+            select \(job)::bigint as job_id, \(host)::bigint as host_id, \(attempt)::bigint as attempt, \(ended)::text as outcome,
+                   \(exitCode)::int4 as exit_code, \(reason)::text as reason, \(next)::text as job_state
+        ), audited as (
+            \(unescaped: Self.auditRows(
+                kind: "'ended'", actor: "'agent'",
+                body: "json_build_object('attempt', x.attempt, 'outcome', x.outcome, 'exit_code', x.exit_code, 'reason', x.reason, 'job_state', x.job_state)",
+                from: "ending"))
+        )
+        select (select n from audited)
+        """
     }
 }
 

@@ -5,8 +5,23 @@ import Logging
 import PostgresNIO
 
 /// The audit ledger: appends happen inside the statements and transactions that make the changes they record
-/// (`audit_append` in migrations/0003_audit.sql); reading, checkpoints and verification support are here.
+/// (`audit_append`, migrations/0003_audit.sql and 0010_audit_sequencer.sql, writes them to `audit_pending`); the
+/// sequencer (``chainAudit()``) chains them; reading, checkpoints and verification support are here.
 extension Store {
+    /// Chains every committed pending entry (in batches, each its own transaction under the ledger's lock).
+    /// Every read of the ledger calls it first, so a reader sees every change committed before it asked.
+    ///
+    /// - Returns: how many entries were chained.
+    @discardableResult
+    package func chainAudit(batch: Int = 5_000) async throws -> Int {
+        var total = 0
+        while true {
+            let chained = try await client.query("select audit_chain(\(Int32(batch)))", logger: logger).decode(Int64.self).collect().first ?? 0
+            total += Int(chained)
+            if chained < batch { return total }
+        }
+    }
+
     /// SQL of a CTE body that appends one entry per row of `source` (a relation with `job_id`, `host_id` and
     /// whatever `body` reads, aliased `x`), naming the job's and the host's partners, the host's region and the
     /// job's inputs. An empty `source` appends nothing.
@@ -86,6 +101,7 @@ extension Store {
     /// Entries in sequence order after `after`, matching every given filter. `partner` limits to entries that
     /// concern that partner (what a partner admin may read).
     package func auditEntries(_ filter: AuditFilter, after: Int64, limit: Int) async throws -> [AuditEntry] {
+        try await chainAudit()
         let rows = try await client.query(
             """
             select \(unescaped: Self.auditColumns) from audit_log
@@ -107,6 +123,7 @@ extension Store {
 
     /// The ledger's head: its size and the chain hash of its last entry (the genesis hash when empty).
     package func auditHead() async throws -> (size: Int64, root: [UInt8]) {
+        try await chainAudit()
         let rows = try await client.query("select seq, hash from audit_log order by seq desc limit 1", logger: logger)
             .decode((Int64, ByteBuffer).self).collect()
         guard let (size, hash) = rows.first else { return (0, AuditEntry.genesis) }
@@ -158,7 +175,8 @@ package struct AuditFilter: Sendable {
 extension Store {
     /// Links of the chain (hashes only) after `after`.
     package func auditLinks(after: Int64, limit: Int) async throws -> [AuditLink] {
-        try await client.query(
+        try await chainAudit()
+        return try await client.query(
             "select seq, leaf, hash from audit_log where seq > \(after) order by seq limit \(Int64(limit))", logger: logger
         ).decode((Int64, ByteBuffer, ByteBuffer).self).collect().map {
             AuditLink(seq: $0.0, leaf: Hex.encode($0.1.readableBytesView), hash: Hex.encode($0.2.readableBytesView))

@@ -104,36 +104,47 @@ extension Store {
         }
         // Service replicas' health (one statement; attempts of other hosts or that ended are left alone).
         if let services = request.services, !services.isEmpty { try await recordServiceStatus(host: host, services) }
-        let rows = try await client.query(
-            """
-            with old as (
-                select state from hosts where id = \(host) for no key update
-            ), h as (
-                update hosts h set last_heartbeat = now(), state = case when h.state = 'down' then 'active' else h.state end
-                from old where h.id = \(host) returning old.state = 'down' as revived
-            ), kept as (
-                select a.id, a.lease_expires_at from attempts a join jobs j on j.id = a.job_id
-                where a.id = any(\(request.attempts)::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
-                  and j.current_attempt = a.id and not j.cancel_requested
-            ), renewed as (
-                -- A lease is rewritten only once half of it is used: most heartbeats write nothing.
-                update attempts a set lease_expires_at = now() + make_interval(secs => \(Double(configuration.leaseSeconds)))
-                from kept where a.id = kept.id
-                  and kept.lease_expires_at < now() + make_interval(secs => \(Double(configuration.leaseSeconds) / 2))
-                returning a.id
-            ), wake as (
-                select pg_notify(\(Channel.scheduler), '') from h where h.revived or \(request.resources != nil)
-            ), audited as (
-                select audit_append1('host-up', 'agent', null, hs.id, p.name, hs.region, '', '', '{"reason":"heartbeat after down"}')
-                from h join hosts hs on hs.id = \(host) join partners p on p.id = hs.partner_id
-                -- Rows first, the ledger's lock last (every transaction takes them in this order: no deadlock).
-                where h.revived and (select count(*) from renewed) >= 0
-            )
-            select coalesce((select array_agg(id) from kept), '{}'::bigint[]), (select count(*) from wake) + (select count(*) from audited)
-            """, logger: logger
-        ).decode(([Int64], Int64).self).collect()
+        let rows = try await run(
+            HeartbeatStatement.self,
+            Self.heartbeatQuery(
+                host: host, attempts: request.attempts, leaseSeconds: Double(configuration.leaseSeconds), resourcesChanged: request.resources != nil)
+        ).map { try $0.decode(([Int64], Int64).self) }
         let kept = Set(rows.first?.0 ?? [])
         return request.attempts.filter { !kept.contains($0) }
+    }
+
+    enum HeartbeatStatement: HotStatement {
+        static let sql = Store.heartbeatQuery(host: 0, attempts: [], leaseSeconds: 0, resourcesChanged: false).sql
+    }
+
+    /// The heartbeat's statement: the host's liveness, the leases of `attempts` still its to run, a wake-up of the
+    /// scheduler when the host came back or its resources changed, and the ledger's `host-up`.
+    static func heartbeatQuery(host: Int64, attempts: [Int64], leaseSeconds: Double, resourcesChanged: Bool) -> PostgresQuery {
+        """
+        with old as (
+            select state from hosts where id = \(host) for no key update
+        ), h as (
+            update hosts h set last_heartbeat = now(), state = case when h.state = 'down' then 'active' else h.state end
+            from old where h.id = \(host) returning old.state = 'down' as revived
+        ), kept as (
+            select a.id, a.lease_expires_at from attempts a join jobs j on j.id = a.job_id
+            where a.id = any(\(attempts)::bigint[]) and a.host_id = \(host) and a.state in ('assigned', 'running')
+              and j.current_attempt = a.id and not j.cancel_requested
+        ), renewed as (
+            -- A lease is rewritten only once half of it is used: most heartbeats write nothing.
+            update attempts a set lease_expires_at = now() + make_interval(secs => \(leaseSeconds))
+            from kept where a.id = kept.id
+              and kept.lease_expires_at < now() + make_interval(secs => \(leaseSeconds / 2))
+            returning a.id
+        ), wake as (
+            select pg_notify(\(Channel.scheduler), '') from h where h.revived or \(resourcesChanged)
+        ), audited as (
+            select audit_append1('host-up', 'agent', null, hs.id, p.name, hs.region, '', '', '{"reason":"heartbeat after down"}')
+            from h join hosts hs on hs.id = \(host) join partners p on p.id = hs.partner_id
+            where h.revived and (select count(*) from renewed) >= 0
+        )
+        select coalesce((select array_agg(id) from kept), '{}'::bigint[]), (select count(*) from wake) + (select count(*) from audited)
+        """
     }
 
     /// Hosts with what is allocated on them. Every human role sees the whole pool (like `sinfo`): hosts carry no

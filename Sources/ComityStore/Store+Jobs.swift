@@ -54,7 +54,7 @@ extension Store {
         }
         let encoder = WireJSON.shared
         let documents = try specs.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
-        return try await transaction { connection in
+        let submitted = try await transaction { connection in
             // The rules first: a job they can never admit is rejected with every reason, and each admitted job
             // carries the jurisdictions its data may reach (checked by the database when it is placed).
             let permitted = try await admit(specs, project: ids.project, partner: ids.partner, on: connection).map { $0 ?? "" }
@@ -90,10 +90,10 @@ extension Store {
                 )
                 select id from inserted, audited order by id
                 """, logger: logger)
-            let ids = try await rows.decode(Int64.self).collect()
-            try await connection.query("select pg_notify(\(Channel.scheduler), '')", logger: logger)
-            return ids
+            return try await rows.decode(Int64.self).collect()
         }
+        await notices.send([.init(Channel.scheduler)])
+        return submitted
     }
 
     /// Jobs visible in `scope`, newest first.

@@ -13,6 +13,8 @@ extension Store {
         package var placed: Int
         /// The pass examined a full head of the queue: another pass may place more.
         package var headWasFull: Bool
+        /// Hosts given new assignments (their agents are woken once the pass committed).
+        var woken: [Int64] = []
     }
 
     static let passLockKey: Int64 = 0x636f_6d69_7479_03
@@ -24,20 +26,33 @@ extension Store {
     /// statement; agents of the chosen hosts are woken by `NOTIFY`. Then, for jobs that could not start, plan
     /// reclaims (see ``planReclaims(_:on:)``).
     package func schedulingPass() async throws -> PassResult {
-        try await transaction { connection in
+        let result = try await transaction { connection in
             var clock = PassClock(enabled: false)
             return try await pass(on: connection, clock: &clock)
         }
+        await wake(result.woken)
+        return result
+    }
+
+    /// Wakes the agents of `hosts` (500 hosts per notification, well under PostgreSQL's 8,000-byte payload limit).
+    func wake(_ hosts: [Int64]) async {
+        guard !hosts.isEmpty else { return }
+        let batches = stride(from: 0, to: hosts.count, by: 500).map { start in
+            NoticeSender.Notice(Channel.assign, hosts[start..<min(start + 500, hosts.count)].map(String.init).joined(separator: ","))
+        }
+        await notices.send(batches)
     }
 
     /// A pass like ``schedulingPass()`` that also says where it spent its time: milliseconds per step (the commit
     /// is what the caller measures beyond their sum), and the number of rule evaluations (for `comity-bench`).
     package func timedSchedulingPass() async throws -> (result: PassResult, parts: [String: Double]) {
-        try await transaction { connection in
+        let timed = try await transaction { connection in
             var clock = PassClock(enabled: true)
             let result = try await pass(on: connection, clock: &clock)
             return (result, clock.parts)
         }
+        await wake(timed.0.woken)
+        return timed
     }
 
     /// Times the steps of a pass when enabled.
@@ -142,11 +157,12 @@ extension Store {
             try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
             clock.lap("reclaims")
         }
-        let placed = placements.isEmpty ? 0 : try await write(placements, policyVersion: active.id, on: connection)
+        let (placed, woken) = placements.isEmpty ? (0, []) : try await write(placements, policyVersion: active.id, on: connection)
         clock.lap("write")
         return PassResult(
             examined: pending.count, hosts: pool.hosts.count, placed: placed,
-            headWasFull: placed > 0 && (placements.count >= configuration.passHeadLimit || Self.someProjectHeadFull(head, limit: configuration.passHeadLimit)))
+            headWasFull: placed > 0 && (placements.count >= configuration.passHeadLimit || Self.someProjectHeadFull(head, limit: configuration.passHeadLimit)),
+            woken: woken)
     }
 
     /// Where the services of the replica jobs in `head` have replicas now (nothing is read when none is a replica).
@@ -385,11 +401,10 @@ extension Store {
 
     /// Writes placements in one statement: it locks only the jobs being placed (not the whole head: row locks are
     /// written to disk) and skips any that stopped being queued since the head was read (a cancel committed in
-    /// between), then inserts the attempts, updates the jobs, records the events and sends one `NOTIFY` per batch
-    /// of hosts.
+    /// between), then inserts the attempts, updates the jobs and records the events and audit entries.
     ///
-    /// - Returns: how many placements were written.
-    func write(_ placements: [SharingRound.Placed], policyVersion: String, on connection: PostgresConnection) async throws -> Int {
+    /// - Returns: how many placements were written, and the hosts they went to (to wake after the commit).
+    func write(_ placements: [SharingRound.Placed], policyVersion: String, on connection: PostgresConnection) async throws -> (Int, [Int64]) {
         let jobs = placements.map(\.placement.jobID)
         let hosts = placements.map(\.placement.hostID)
         let gpus = placements.map { "{" + $0.placement.gpuIndices.map(String.init).joined(separator: ",") + "}" }
@@ -429,15 +444,11 @@ extension Store {
                     body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' when x.borrowed then 'borrowed' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
                     policy: "x.policy",
                     from: "placed"))
-            ), woken as (
-                select distinct host_id from a
             )
-            select (select count(*) from a), pg_notify(\(Channel.assign), string_agg(host_id::text, ','))::text, (select n from audited)
-            from (select host_id, (row_number() over (order by host_id)) / 500 as batch from woken) b
-            group by batch
+            select (select count(*) from a), coalesce((select array_agg(distinct host_id) from a), '{}'), (select n from audited)
             """, logger: logger
-        ).decode((Int64, String, Int64).self).collect()
-        return Int(rows.first?.0 ?? 0)
+        ).decode((Int64, [Int64], Int64).self).collect()
+        return (Int(rows.first?.0 ?? 0), rows.first?.1 ?? [])
     }
 
     /// Ends attempts whose lease expired (the agent vanished): each becomes `lost`, and its job requeues while

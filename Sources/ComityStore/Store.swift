@@ -84,11 +84,21 @@ package struct Store: Sendable {
     let policyCache = PolicyCache()
     /// Fair sharing's inputs as last loaded (see ``sharingContext(on:knownGeneration:)``).
     let sharingCache = SharingCache()
+    /// Notifications of committed changes (see ``NoticeSender``).
+    let notices: NoticeSender
+    /// The tag of this store's notifications (set when they are also delivered inside the process).
+    package var noticeOrigin: String? { notices.origin }
 
-    package init(client: PostgresClient, configuration: Configuration = .init(), logger: Logger) {
+    /// - Parameter localNotices: delivers this store's notifications inside the process at once (the server's own
+    ///   waiters), besides through PostgreSQL.
+    package init(
+        client: PostgresClient, configuration: Configuration = .init(), logger: Logger,
+        localNotices: (@Sendable (NoticeSender.Notice) -> Void)? = nil
+    ) {
         self.client = client
         self.configuration = configuration
         self.logger = logger
+        self.notices = NoticeSender(client: client, logger: logger, local: localNotices)
     }
 
     /// Channels of `LISTEN/NOTIFY`.

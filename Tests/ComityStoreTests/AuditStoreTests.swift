@@ -3,6 +3,7 @@ import ComityCore
 import Crypto
 import Foundation
 import PostgresNIO
+import Synchronization
 import Testing
 
 @testable import ComityStore
@@ -23,6 +24,8 @@ struct AuditStoreTests {
                 _ = try await store.finish(attempt: assignment.attempt, host: host.host, FinishRequest(outcome: .exited, exitCode: 0))
             }
         }
+        // Tamper tests change chained rows: chain everything first.
+        try await store.chainAudit()
     }
 
     func verify(_ store: Store, checkpoints: [Int64: [UInt8]] = [:]) async throws -> (AuditDamage?, Int64) {
@@ -172,11 +175,25 @@ struct AuditStoreTests {
         }
     }
 
-    @Test("concurrent submissions from many clients never fork the chain")
+    @Test("concurrent submissions from many clients, chained by concurrent sequencers, never fork the chain")
     func concurrentAppends() async throws {
         try await TestDatabase.withDatabase { client, database in
             let seed = try await TestDatabase.seeded(client)
+            let chained = Tally(0)
             try await withThrowingTaskGroup(of: Void.self) { group in
+                // Three sequencers (as three server replicas would run) chain while the submissions commit.
+                let submitting = Tally(8)
+                for _ in 0..<3 {
+                    group.addTask {
+                        try await PostgresClient.with(try database.clientConfiguration(maxConnections: 1), logger: logger) { other in
+                            let store = Store(client: other, logger: logger)
+                            while submitting.value > 0 {
+                                let n = try await store.chainAudit(batch: 7)
+                                chained.add(n)
+                            }
+                        }
+                    }
+                }
                 for worker in 0..<8 {
                     group.addTask {
                         try await PostgresClient.with(try database.clientConfiguration(maxConnections: 2), logger: logger) { other in
@@ -186,10 +203,14 @@ struct AuditStoreTests {
                                 _ = try await store.submit(index.isMultiple(of: 5) ? [spec, spec, spec] : [spec], by: seed.admin)
                             }
                         }
+                        submitting.add(-1)
                     }
                 }
                 try await group.waitForAll()
             }
+            // The sequencers did chain while submissions were still coming (not only the final flush below).
+            #expect(chained.value > 0)
+            try await seed.store.chainAudit()
             let submitted = try await client.query("select count(*) from audit_log where kind = 'submitted'", logger: logger)
                 .decode(Int64.self).collect()
             #expect(submitted == [Int64(8 * (12 + 3 * 3))])
@@ -213,11 +234,15 @@ struct AuditStoreTests {
                     return new;
                 end $$
                 """, logger: logger)
-            try await client.query("create trigger refuse_placed before insert on audit_log for each row execute function refuse_placed()", logger: logger)
+            // Entries are written in the change's transaction (into the sequencer's queue; docs/audit.md).
+            try await client.query("create trigger refuse_placed before insert on audit_pending for each row execute function refuse_placed()", logger: logger)
             await #expect(throws: (any Error).self) { _ = try await seed.store.schedulingPass() }
             #expect(try await seed.state(job).state == .queued)
             #expect(try await client.query("select count(*) from attempts", logger: logger).decode(Int64.self).collect() == [0])
+            try await seed.store.chainAudit()
             #expect(try await client.query("select count(*) from audit_log where kind = 'placed'", logger: logger).decode(Int64.self).collect() == [0])
+            // The submission before it was recorded.
+            #expect(try await client.query("select count(*) from audit_log where kind = 'submitted'", logger: logger).decode(Int64.self).collect() == [1])
         }
     }
 
@@ -239,4 +264,12 @@ struct AuditStoreTests {
             #expect(try await verify(store).0 == nil)
         }
     }
+}
+
+/// A counter shared by concurrent tasks.
+private final class Tally: Sendable {
+    private let count: Mutex<Int>
+    init(_ value: Int) { count = Mutex(value) }
+    var value: Int { count.withLock { $0 } }
+    func add(_ n: Int) { count.withLock { $0 += n } }
 }

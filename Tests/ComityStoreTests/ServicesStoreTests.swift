@@ -54,6 +54,7 @@ struct ServicesStoreTests {
             let service = try #require(try await seed.store.service("llm", scope: .all))
             #expect(service.replicas == 3)
             #expect(service.replicaJobs.map(\.index) == [0, 1, 2])
+            try await seed.store.chainAudit()
             let ledger = try await client.query("select count(*) from audit_log where kind = 'service-created'", logger: logger).decode(Int64.self).collect()
             #expect(ledger == [1])
             // The name is taken while replicas are queued or running.
@@ -150,6 +151,7 @@ struct ServicesStoreTests {
             let after = try #require(try await seed.store.service("llm", scope: .all))
             #expect(after.replicaJobs.map(\.index) == [0])
             #expect(after.replicaJobs[0].state == .running)
+            try await seed.store.chainAudit()
             let ledger = try await client.query("select count(*) from audit_log where kind = 'service-scaled'", logger: logger).decode(Int64.self).collect()
             #expect(ledger == [2])
             await #expect(throws: StoreError.self) { try await seed.store.scaleService("llm", replicas: 65, scope: .all, by: seed.admin) }
@@ -289,6 +291,7 @@ struct ServicesStoreTests {
                 "select count(*) from jobs j join services s on s.id = j.service_id where s.name = 'llm'", logger: logger
             ).decode(Int64.self).collect()
             #expect(jobs == [3])
+            try await seed.store.chainAudit()
             let events = try await client.query(
                 "select count(*) from audit_log where kind = 'submitted' and actor = 'service-controller'", logger: logger
             ).decode(Int64.self).collect()

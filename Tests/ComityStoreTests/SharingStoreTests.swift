@@ -182,6 +182,7 @@ struct SharingStoreTests {
                 .decode((Int32, Bool).self).collect()
             #expect(retries.first! == (0, true))  // the preemption used no retry
             #expect(try await commons.store.events(job: guest).contains { $0.kind == "preempted" && $0.message.contains("job \(owner)") })
+            try await commons.store.chainAudit()
             #expect(try await commons.count("select count(*) from audit_log where kind = 'preempted' and job_id = \(guest)", on: client) == 1)
 
             // The next pass gives the host to the owner's job (its reservation), not back to the requeued guest.

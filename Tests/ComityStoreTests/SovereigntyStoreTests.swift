@@ -139,8 +139,9 @@ struct SovereigntyStoreTests {
             let pool = try await Sovereign.make(client)
             let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", runner: .sandbox)
             _ = try await pool.seed.enroll("de-1", runner: .sandbox)
-            // Far enough ahead that a loaded machine places the short job before it: the test waits for it anyway.
-            let soon = Date().addingTimeInterval(8)
+            // Far enough ahead that a loaded machine places the short job before it (a full suite on 2 cores took
+            // over 8 s to get there): the test waits for it anyway.
+            let soon = Date().addingTimeInterval(20)
             try await pool.apply(
                 ["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["DE"]],
                  "effective_from": .string(soon.formatted(.iso8601))], by: pool.uon)
@@ -177,7 +178,8 @@ struct SovereigntyStoreTests {
             let pool = try await Sovereign.make(client)
             let ke = try await pool.seed.enroll("ke-1", partner: "uon", region: "ke-nbo-1", runner: .sandbox)
             #expect(try await pool.store.enforceAnnouncedRules() == 0)  // nothing runs yet
-            let soon = Date().addingTimeInterval(6)
+            // Far enough ahead that a loaded machine places and starts the job before it (6 s was not, in a full suite).
+            let soon = Date().addingTimeInterval(20)
             let announced = try await pool.apply(
                 ["kind": "dataset", "name": "ke-health", "steward": "uon", "class": "health", "residency": ["allow": ["DE"]],
                  "effective_from": .string(soon.formatted(.iso8601))], by: pool.uon)

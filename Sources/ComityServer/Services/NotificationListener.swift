@@ -8,6 +8,8 @@ import ServiceLifecycle
 struct NotificationListener: Service {
     let client: PostgresClient
     let notifier: Notifier
+    /// This server's notice sender: what it sent was already delivered inside the process.
+    let origin: String?
     let logger: Logger
 
     func run() async throws {
@@ -26,7 +28,8 @@ struct NotificationListener: Service {
                                         // this point (while disconnected or starting) were not seen.
                                         notifier.notifyAll()
                                         for try await notification in notifications {
-                                            dispatch(channel: channel, payload: notification.payload)
+                                            guard let payload = NoticeSender.received(notification.payload, skipping: origin) else { continue }
+                                            Self.dispatch(channel: channel, payload: payload, to: notifier)
                                         }
                                     }
                                 }
@@ -45,7 +48,7 @@ struct NotificationListener: Service {
         }
     }
 
-    func dispatch(channel: String, payload: String) {
+    static func dispatch(channel: String, payload: String, to notifier: Notifier) {
         switch channel {
         case Store.Channel.assign:
             for id in payload.split(separator: ",").compactMap({ Int64($0) }) { notifier.notify(.host(id)) }
