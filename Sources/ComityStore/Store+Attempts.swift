@@ -21,6 +21,9 @@ extension Store {
             var assignments: [Assignment] = []
             var refused: [(attempt: Int64, reason: String)] = []
             let now = Date()
+            // Every row is of the same host: its facts and GPUs are decoded once.
+            var hostFacts: HostFacts?
+            var gpus: [GPU] = []
             for row in rows {
                 let (attempt, job, specText, indices, lease, gpusText) = try row.decode((Int64, Int64, String, [Int32], Date, String).self)
                 let columns = row.makeRandomAccess()
@@ -31,19 +34,22 @@ extension Store {
                 ).facts(context)
                 let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
                 jobFacts.network = spec.network ?? false
-                let region = try columns[13].decode(String.self)
-                let partner = try columns[12].decode(Int64.self)
-                let hostFacts = HostFacts(
-                    id: host, name: try columns[11].decode(String.self), partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
-                    jurisdiction: context.regionJurisdiction[region] ?? "?",
-                    labels: try decoder.decode([String: String].self, from: Data(try columns[14].decode(String.self).utf8)),
-                    runner: RunnerKind(rawValue: try columns[16].decode(String.self)) ?? .process)
+                if hostFacts == nil {
+                    let region = try columns[13].decode(String.self)
+                    let partner = try columns[12].decode(Int64.self)
+                    hostFacts = HostFacts(
+                        id: host, name: try columns[11].decode(String.self), partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
+                        jurisdiction: context.regionJurisdiction[region] ?? "?",
+                        labels: try decoder.decode([String: String].self, from: Data(try columns[14].decode(String.self).utf8)),
+                        runner: RunnerKind(rawValue: try columns[16].decode(String.self)) ?? .process)
+                    gpus = try gpuCache.gpus(host: host, json: gpusText)
+                }
+                guard let hostFacts else { continue }
                 let failures = context.snapshot.evaluate(jobFacts, on: hostFacts, at: now).failures
                 if !failures.isEmpty {
                     refused.append((attempt, "claim refused: " + failures.map(\.label).joined(separator: ", ")))
                     continue
                 }
-                let gpus = try decoder.decode([GPU].self, from: Data(gpusText.utf8))
                 let assigned = indices.map(Int.init)
                 let uuids = assigned.compactMap { index in gpus.first { $0.index == index }?.uuid }
                 assignments.append(
@@ -64,52 +70,83 @@ extension Store {
         select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
                j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
                h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state), h.runner
-        from attempts a
-        join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
-        join hosts h on h.id = a.host_id
-        where a.host_id = \(host) and a.state = 'assigned'
+        from hosts h
+        -- `offset 0` keeps each subquery as written, so the plan cannot depend on statistics that a burst of
+        -- placements made stale: the host's assigned attempts from `attempts_active`, then each job by its key.
+        cross join lateral (
+            select id, job_id, gpu_indices, lease_expires_at from attempts where host_id = h.id and state = 'assigned' offset 0
+        ) a
+        cross join lateral (select * from jobs where id = a.job_id offset 0) j
+        where h.id = \(host) and j.current_attempt = a.id and j.state = 'assigned'
         order by a.id
         """
     }
 
     /// The agent started the process: attempt and job become `running`. Idempotent.
     ///
-    /// One statement (atomic on its own, so no explicit transaction): the common case costs one round trip.
+    /// Starts that arrive together are written together (``Batcher``): one statement for all of them.
     package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
-        let started = try await run(
-            StartStatement.self, Self.startQuery(attempt: attempt, host: host, leaseSeconds: Double(configuration.leaseSeconds))
-        ).map { try $0.decode((Int64, Int64).self) }
-        if let (job, _) = started.first {
+        if let job = try await starts.submit(StartRequest(attempt: attempt, host: host)) {
             await notices.send([.init(Channel.job, String(job))])
             return AttemptAck(current: true, state: .running)
         }
         return try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) }
     }
 
-    enum StartStatement: HotStatement { static let sql = Store.startQuery(attempt: 0, host: 0, leaseSeconds: 0).sql }
+    struct StartRequest: Sendable {
+        var attempt: Int64
+        var host: Int64
+    }
 
-    static func startQuery(attempt: Int64, host: Int64, leaseSeconds: Double) -> PostgresQuery {
+    private struct StartKey: Hashable {
+        var attempt: Int64
+        var host: Int64
+    }
+
+    enum StartStatement: HotStatement { static let sql = Store.startQuery(attempts: [], hosts: [], leaseSeconds: 0).sql }
+
+    /// Starts a batch: the job of each request that started (its attempt was assigned to that host and is still its
+    /// job's current one), `nil` for the others.
+    static func start(
+        _ batch: [StartRequest], client: PostgresClient, leaseSeconds: Double, logger: Logger
+    ) async throws -> [Int64?] {
+        let query = startQuery(attempts: batch.map(\.attempt), hosts: batch.map(\.host), leaseSeconds: leaseSeconds)
+        let started = try await retryingDeadlocks(logger: logger) {
+            // By attempt and host: the same attempt may be asked for by its host and by another one.
+            var started: [StartKey: Int64] = [:]
+            for try await row in try await client.execute(Prepared<StartStatement>(query), logger: logger) {
+                let (attempt, host, job) = try row.decode((Int64, Int64, Int64).self)
+                started[StartKey(attempt: attempt, host: host)] = job
+            }
+            return started
+        }
+        return batch.map { started[StartKey(attempt: $0.attempt, host: $0.host)] }
+    }
+
+    static func startQuery(attempts: [Int64], hosts: [Int64], leaseSeconds: Double) -> PostgresQuery {
         """
-            with a as (
-                update attempts a set state = 'running', started_at = now(),
-                    lease_expires_at = now() + make_interval(secs => \(leaseSeconds))
-                from jobs j
-                where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
-                  and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
-                returning a.job_id
-            ), j as (
-                update jobs set state = 'running', started_at = coalesce(started_at, now())
-                where id = (select job_id from a) returning id
-            ), e as (
-                insert into job_events (job_id, attempt_id, kind, message)
-                select id, \(attempt), 'running', 'started by the agent' from j
-            ), starting as (
-                select job_id, \(host)::bigint as host_id, \(attempt)::bigint as attempt from a
-            ), audited as (
-                \(unescaped: Self.auditRows(kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', x.attempt)", from: "starting"))
-            )
-            select id, (select n from audited) from j
-            """
+        with r as (
+            select * from unnest(\(attempts)::bigint[], \(hosts)::bigint[]) as r(attempt, host)
+        ), a as (
+            update attempts a set state = 'running', started_at = now(),
+                lease_expires_at = now() + make_interval(secs => \(leaseSeconds))
+            from r, jobs j
+            where a.id = r.attempt and a.host_id = r.host and a.state = 'assigned'
+              and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
+            returning a.id, a.job_id, a.host_id
+        ), j as (
+            update jobs set state = 'running', started_at = coalesce(started_at, now())
+            from a where jobs.id = a.job_id returning jobs.id
+        ), e as (
+            insert into job_events (job_id, attempt_id, kind, message)
+            select a.job_id, a.id, 'running', 'started by the agent' from a
+        ), starting as (
+            select job_id, host_id, id as attempt from a
+        ), audited as (
+            \(unescaped: Self.auditRows(kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', x.attempt)", from: "starting"))
+        )
+        select a.id, a.host_id, a.job_id, (select n from audited), (select count(*) from j) from a
+        """
     }
 
     /// Whether the attempt is still the one to run, and its state.

@@ -427,7 +427,10 @@ extension Store {
         // Recompute every unfinished job's permitted jurisdictions, one statement per class.
         let classes = try await connection.query(
             """
-            select distinct project_id, partner_id, kind, inputs from jobs where state in ('queued', 'assigned', 'running')
+            select project_id, partner_id, kind, inputs from jobs where state = 'queued'
+            union
+            select j.project_id, j.partner_id, j.kind, j.inputs from attempts a join jobs j on j.id = a.job_id and j.current_attempt = a.id
+            where a.state in ('assigned', 'running') and j.state in ('assigned', 'running')
             """, logger: logger
         ).decode((Int64, Int64, String, [String]).self).collect()
         for (projectID, partnerID, kind, inputs) in classes {

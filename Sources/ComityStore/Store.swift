@@ -86,6 +86,8 @@ package struct Store: Sendable {
     let sharingCache = SharingCache()
     /// Notifications of committed changes (see ``NoticeSender``).
     let notices: NoticeSender
+    /// Agent starts, written in batches (see ``start(attempt:host:)``).
+    let starts: Batcher<StartRequest, Int64?>
     /// The tag of this store's notifications (set when they are also delivered inside the process).
     package var noticeOrigin: String? { notices.origin }
 
@@ -99,6 +101,8 @@ package struct Store: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.notices = NoticeSender(client: client, logger: logger, local: localNotices)
+        let lease = Double(configuration.leaseSeconds)
+        self.starts = Batcher(limit: 500) { batch in try await Store.start(batch, client: client, leaseSeconds: lease, logger: logger) }
     }
 
     /// Channels of `LISTEN/NOTIFY`.
@@ -219,6 +223,19 @@ extension Store {
     ///
     /// A transaction PostgreSQL chose as a deadlock victim (40P01) is run again, up to three times: lock order is
     /// kept consistent (rules, rows, then the audit ledger's lock), but a victim must never surface as a failure.
+    /// Runs `body` again (up to three times in all) when PostgreSQL chose it as a deadlock victim.
+    static func retryingDeadlocks<T>(logger: Logger, _ body: () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await body()
+            } catch let failure as PSQLError where attempt < 3 && failure.serverInfo?[.sqlState] == "40P01" {
+                logger.warning("deadlock victim; running the statement again", metadata: ["attempt": "\(attempt)"])
+            }
+        }
+    }
+
     package func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> sending T {
         var attempt = 0
         while true {

@@ -91,7 +91,19 @@ struct AgentMemoryCommand: AsyncParsableCommand {
             guard !idle.isEmpty else { throw BenchError("cannot read /proc/\(pid)/status") }
             let idleRSS = Percentiles(idle).median
             results.set("agent_rss_mb", idleRSS, digits: 1)
-            say("agent-memory: idle VmRSS \(String(format: "%.1f", idleRSS)) MiB")
+            // What the RSS is made of: the agent's own memory (anonymous) and pages of its binary and libraries
+            // (file-backed: clean, shared with every process that maps the same files, and reclaimable).
+            if let anon = procStatusMiB(pid: pid, field: "RssAnon") { results.set("agent_rss_anon_mb", anon, digits: 1) }
+            if let file = procStatusMiB(pid: pid, field: "RssFile") { results.set("agent_rss_file_mb", file, digits: 1) }
+            let parts = ["RssAnon", "RssFile", "RssShmem"].map { field in
+                "\(field) \(procStatusMiB(pid: pid, field: field).map { String(format: "%.1f", $0) } ?? "?")"
+            }
+            if ProcessInfo.processInfo.environment["BENCH_SMAPS"] != nil,
+                let smaps = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8)
+            {
+                try? smaps.write(toFile: workDir + "/agent.smaps", atomically: true, encoding: .utf8)
+            }
+            say("agent-memory: idle VmRSS \(String(format: "%.1f", idleRSS)) MiB (\(parts.joined(separator: ", ")) MiB)")
 
             let job = try await researcher.submit(
                 .object([

@@ -163,6 +163,9 @@ struct Table {
             rows.append(["  server RSS after the lifecycle phase", "\(f("server_rss_lifecycle_mb")) MB", "", ""])
         }
         rows.append(["agent RSS, idle", "\(f("agent_rss_mb")) MB", "≤ 30", Self.verdict(number("agent_rss_mb"), atMost: 30)])
+        if number("agent_rss_anon_mb") != nil {
+            rows.append(["  of which its own (anonymous) / file pages (shared, reclaimable)", "\(f("agent_rss_anon_mb")) / \(f("agent_rss_file_mb")) MB", "", ""])
+        }
         rows.append(["  agent RSS, running a job (max)", "\(f("agent_rss_running_mb")) MB", "", ""])
         rows.append(["pgbench UPDATE … RETURNING, 1 client", "\(f("pgbench_tps_1")) tps", "", ""])
         rows.append(["pgbench UPDATE … RETURNING, 16 clients", "\(f("pgbench_tps_16")) tps", "", ""])

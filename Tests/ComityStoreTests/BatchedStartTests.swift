@@ -1,0 +1,85 @@
+import ComityAPI
+import ComityCore
+import PostgresNIO
+import Synchronization
+import Testing
+
+@testable import ComityStore
+
+@Suite("Requests run together in batches")
+struct BatcherTests {
+    @Test("concurrent requests each get their own answer, share batches, and a failed batch fails every request in it")
+    func answersAndFailures() async throws {
+        let sizes = Mutex<[Int]>([])
+        let batcher = Batcher<Int, Int>(limit: 8) { batch in
+            sizes.withLock { $0.append(batch.count) }
+            // Hold the batch a moment so that others queue behind it (the batcher itself never waits).
+            try await Task.sleep(for: .milliseconds(20))
+            if batch.contains(-1) { throw CancellationError() }
+            return batch.map { $0 * 10 }
+        }
+        let answers = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for n in 1...50 { group.addTask { (n, try await batcher.submit(n)) } }
+            return try await group.reduce(into: [Int: Int]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(answers == Dictionary(uniqueKeysWithValues: (1...50).map { ($0, $0 * 10) }))
+        let seen = sizes.withLock { $0 }
+        #expect(seen.reduce(0, +) == 50)
+        #expect(seen.contains { $0 > 1 }, "50 concurrent requests ran one by one: \(seen)")
+        #expect(seen.allSatisfy { $0 <= 8 })
+        // A batch that fails fails all of its requests, and the batcher keeps working.
+        await #expect(throws: CancellationError.self) { _ = try await batcher.submit(-1) }
+        #expect(try await batcher.submit(7) == 70)
+    }
+}
+
+@Suite("Agent starts written in batches", .enabled(if: TestDatabase.isAvailable, "needs COMITY_TEST_PG_URL (run ops/test)"))
+struct BatchedStartTests {
+    let logger = TestDatabase.logger
+
+    @Test("many concurrent starts: each assigned attempt starts once, with its event and ledger entry; others are refused")
+    func concurrentStarts() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let seed = try await TestDatabase.seeded(client)
+            let store = seed.store
+            let hosts = [try await seed.enroll("h1", cpus: 16), try await seed.enroll("h2", cpus: 16)]
+            for index in 0..<32 { _ = try await seed.submit("j\(index)") }
+            #expect(try await store.schedulingPass().placed == 32)
+            var attempts: [(attempt: Int64, host: Int64)] = []
+            for host in hosts {
+                attempts += try await store.assignments(host: host.host).map { ($0.attempt, host.host) }
+            }
+            #expect(attempts.count == 32)
+            // Every attempt is started twice at once (an agent retrying), once more from the wrong host.
+            let wrongHost = [hosts[1].host, hosts[0].host]
+            let acks = try await withThrowingTaskGroup(of: (Int64, Bool, AttemptAck).self) { group in
+                for (attempt, host) in attempts {
+                    for _ in 0..<2 { group.addTask { (attempt, true, try await store.start(attempt: attempt, host: host)) } }
+                    let other = host == hosts[0].host ? wrongHost[0] : wrongHost[1]
+                    group.addTask {
+                        do {
+                            return (attempt, false, try await store.start(attempt: attempt, host: other))
+                        } catch let error as StoreError where error.code == .notFound {
+                            return (attempt, false, AttemptAck(current: false, state: .lost))
+                        }
+                    }
+                }
+                return try await group.reduce(into: [(Int64, Bool, AttemptAck)]()) { $0.append($1) }
+            }
+            for (attempt, ownHost, ack) in acks {
+                if ownHost {
+                    #expect(ack.current && ack.state == .running, "attempt \(attempt)")
+                } else {
+                    #expect(!ack.current, "attempt \(attempt) started from another host")
+                }
+            }
+            let running = try await client.query("select count(*) from jobs where state = 'running'", logger: logger).decode(Int64.self).collect()
+            #expect(running == [32])
+            let events = try await client.query("select count(*) from job_events where kind = 'running'", logger: logger).decode(Int64.self).collect()
+            #expect(events == [32])
+            try await store.chainAudit()
+            let started = try await client.query("select count(*) from audit_log where kind = 'started'", logger: logger).decode(Int64.self).collect()
+            #expect(started == [32])
+        }
+    }
+}
