@@ -204,9 +204,27 @@ extension Store {
     /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
     package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
         let usage = try Self.usageJSON(report.usage)
-        let (answer, job) = try await transaction { connection -> (AttemptAck, Int64?) in
+        let ack: AttemptAck
+        let job: Int64?
+        switch try await ends.submit(EndRequest(attempt: attempt, host: host, report: report, usage: usage)) {
+        case .ended(let answer, let ended):
+            (ack, job) = (answer, ended)
+        case .unchanged(let answer):
+            return answer
+        case .notFound:
+            throw StoreError(.notFound, "no attempt \(attempt) on this host")
+        case .alone:
+            (ack, job) = try await finishAlone(attempt: attempt, host: host, report, usage: usage)
+        }
+        if let job { await notices.send([.init(Channel.job, String(job)), .init(Channel.scheduler)]) }
+        return ack
+    }
+
+    /// An end report that registers outputs (it takes the rules' lock first), in a transaction of its own.
+    func finishAlone(attempt: Int64, host: Int64, _ report: FinishRequest, usage: String?) async throws -> (AttemptAck, Int64?) {
+        try await transaction { connection -> (AttemptAck, Int64?) in
             // A job that succeeds with declared outputs registers datasets, which takes the rules' lock: take it
-            // before the job's row, in the order every rule change takes them (rules, rows, then the ledger).
+            // before the job's row, in the order every rule change takes them (rules, then rows).
             if report.outcome == .exited, report.exitCode == 0 {
                 _ = try await run(FinishRulesLock.self, Self.finishRulesLock(attempt: attempt), on: connection)
             }
@@ -218,53 +236,59 @@ extension Store {
             guard let state = AttemptState(rawValue: attemptState), !state.isTerminal else {
                 return (try await ack(attempt: attempt, host: host, on: connection), nil)
             }
-            let event: JobEvent
-            let ended: AttemptState
-            var reason: String
-            switch report.outcome {
-            case .exited:
-                let code = report.exitCode ?? -1
-                event = .exited(code: code)
-                ended = code == 0 ? .succeeded : .failed
-                reason = code == 0 ? "exit 0" : "exit \(code)"
-            case .error:
-                event = .errored
-                ended = .failed
-                reason = "agent error: \(report.message ?? "unknown")"
-            case .oomKilled:
-                // The program outgrew the memory it asked for: like a non-zero exit, this fails the job at once
-                // (retries cover the infrastructure, not the program; the same limit would end the same way).
-                event = .exited(code: report.exitCode ?? 137)
-                ended = .failed
-                reason = "OOM_KILLED: \(report.message ?? "memory limit exceeded")"
-            case .stopped:
-                event = cancelRequested ? .cancelled : .attemptLost
-                ended = cancelRequested ? .cancelled : .lost
-                reason = cancelRequested ? "cancelled" : "stopped by the agent"
-            }
-            if cancelRequested, report.outcome != .exited || report.exitCode != 0 {
-                reason = "cancelled"
-            }
-            var message = reason
-            var next: JobState?
-            if isCurrent, let current = JobState(rawValue: jobState) {
-                let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
-                next = transition.next(on: cancelRequested && event != .exited(code: 0) ? .cancelled : event)
-                if next == .queued { message += "; requeued (\(Int(retries) - Int(attempts) + 1) retries left)" }
-            }
-            // Every write of the report in one statement: the attempt, the job (when this attempt is still its
-            // current one), the event, and the notifications.
+            let end = Self.ending(
+                report, jobState: jobState, isCurrent: isCurrent, attempts: attempts, retries: retries, cancelRequested: cancelRequested)
             _ = try await run(
                 FinishWrite.self,
                 Self.finishWrite(
-                    attempt: attempt, host: host, job: jobID, ended: ended.rawValue, exitCode: report.exitCode, reason: reason, usage: usage,
-                    next: next?.rawValue, terminal: next?.isTerminal ?? false, message: message),
+                    attempt: attempt, host: host, job: jobID, ended: end.ended.rawValue, exitCode: report.exitCode, reason: end.reason,
+                    usage: usage, next: end.next?.rawValue, terminal: end.next?.isTerminal ?? false, message: end.message),
                 on: connection)
-            if next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
-            return (AttemptAck(current: false, state: ended), jobID)
+            if end.next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
+            return (AttemptAck(current: false, state: end.ended), jobID)
         }
-        if let job { await notices.send([.init(Channel.job, String(job)), .init(Channel.scheduler)]) }
-        return answer
+    }
+
+    /// What an end report does to its attempt and job: the attempt's final state, the reason, the event message, and
+    /// the job's next state (`nil` when the attempt is no longer the job's current one).
+    static func ending(
+        _ report: FinishRequest, jobState: String, isCurrent: Bool, attempts: Int32, retries: Int32, cancelRequested: Bool
+    ) -> (ended: AttemptState, reason: String, message: String, next: JobState?) {
+        let event: JobEvent
+        let ended: AttemptState
+        var reason: String
+        switch report.outcome {
+        case .exited:
+            let code = report.exitCode ?? -1
+            event = .exited(code: code)
+            ended = code == 0 ? .succeeded : .failed
+            reason = code == 0 ? "exit 0" : "exit \(code)"
+        case .error:
+            event = .errored
+            ended = .failed
+            reason = "agent error: \(report.message ?? "unknown")"
+        case .oomKilled:
+            // The program outgrew the memory it asked for: like a non-zero exit, this fails the job at once
+            // (retries cover the infrastructure, not the program; the same limit would end the same way).
+            event = .exited(code: report.exitCode ?? 137)
+            ended = .failed
+            reason = "OOM_KILLED: \(report.message ?? "memory limit exceeded")"
+        case .stopped:
+            event = cancelRequested ? .cancelled : .attemptLost
+            ended = cancelRequested ? .cancelled : .lost
+            reason = cancelRequested ? "cancelled" : "stopped by the agent"
+        }
+        if cancelRequested, report.outcome != .exited || report.exitCode != 0 {
+            reason = "cancelled"
+        }
+        var message = reason
+        var next: JobState?
+        if isCurrent, let current = JobState(rawValue: jobState) {
+            let transition = JobTransition(state: current, attemptsUsed: Int(attempts), retries: Int(retries))
+            next = transition.next(on: cancelRequested && event != .exited(code: 0) ? .cancelled : event)
+            if next == .queued { message += "; requeued (\(Int(retries) - Int(attempts) + 1) retries left)" }
+        }
+        return (ended, reason, message, next)
     }
 }
 

@@ -88,6 +88,8 @@ package struct Store: Sendable {
     let notices: NoticeSender
     /// Agent starts, written in batches (see ``start(attempt:host:)``).
     let starts: Batcher<StartRequest, Int64?>
+    /// Agent end reports, written in batches (see ``finish(attempt:host:_:)``).
+    let ends: Batcher<EndRequest, EndResult>
     /// The tag of this store's notifications (set when they are also delivered inside the process).
     package var noticeOrigin: String? { notices.origin }
 
@@ -103,6 +105,7 @@ package struct Store: Sendable {
         self.notices = NoticeSender(client: client, logger: logger, local: localNotices)
         let lease = Double(configuration.leaseSeconds)
         self.starts = Batcher(limit: 500) { batch in try await Store.start(batch, client: client, leaseSeconds: lease, logger: logger) }
+        self.ends = Batcher(limit: 500) { batch in try await Store.end(batch, client: client, logger: logger) }
     }
 
     /// Channels of `LISTEN/NOTIFY`.

@@ -82,4 +82,68 @@ struct BatchedStartTests {
             #expect(started == [32])
         }
     }
+
+    @Test("many concurrent end reports, repeated and from the wrong host: each attempt ends once, jobs follow their retries")
+    func concurrentEnds() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let seed = try await TestDatabase.seeded(client)
+            let store = seed.store
+            let hosts = [try await seed.enroll("h1", cpus: 16), try await seed.enroll("h2", cpus: 16)]
+            var jobs: [Int64] = []
+            for index in 0..<32 { jobs.append(try await seed.submit("j\(index)", retries: index % 4 == 1 ? 1 : 0)) }
+            #expect(try await store.schedulingPass().placed == 32)
+            var attempts: [(attempt: Int64, job: Int64, host: Int64)] = []
+            for host in hosts {
+                for assignment in try await store.assignments(host: host.host) {
+                    _ = try await store.start(attempt: assignment.attempt, host: host.host)
+                    attempts.append((assignment.attempt, assignment.jobId, host.host))
+                }
+            }
+            // Job index % 4: 0 exits 0, 1 the agent errs with a retry left (requeued), 2 exits 3 (failed), 3 the agent
+            // errs without retries (failed).
+            var reports: [Int64: FinishRequest] = [:]
+            for (index, job) in jobs.enumerated() {
+                reports[job] = switch index % 4 {
+                case 0: FinishRequest(outcome: .exited, exitCode: 0)
+                case 1: FinishRequest(outcome: .error, message: "image pull failed")
+                case 2: FinishRequest(outcome: .exited, exitCode: 3)
+                default: FinishRequest(outcome: .error, message: "no such file")
+                }
+            }
+            let report = reports
+            let acks = try await withThrowingTaskGroup(of: (Int64, Bool, AttemptAck?).self) { group in
+                for (attempt, job, host) in attempts {
+                    let other = host == hosts[0].host ? hosts[1].host : hosts[0].host
+                    for _ in 0..<2 { group.addTask { (job, true, try await store.finish(attempt: attempt, host: host, report[job]!)) } }
+                    group.addTask {
+                        do {
+                            return (job, false, try await store.finish(attempt: attempt, host: other, report[job]!))
+                        } catch let error as StoreError where error.code == .notFound {
+                            return (job, false, nil)
+                        }
+                    }
+                }
+                return try await group.reduce(into: [(Int64, Bool, AttemptAck?)]()) { $0.append($1) }
+            }
+            for (job, ownHost, ack) in acks {
+                if ownHost {
+                    #expect(ack?.current == false && ack?.state.isTerminal == true, "job \(job)")
+                } else {
+                    #expect(ack == nil, "job \(job): another host's report was taken")
+                }
+            }
+            for (index, job) in jobs.enumerated() {
+                let view = try await seed.state(job)
+                let expected: [JobState] = [.succeeded, .queued, .failed, .failed]
+                #expect(view.state == expected[index % 4], "job \(index)")
+            }
+            let ended = try await client.query(
+                "select count(*) from job_events where kind in ('succeeded', 'failed') and attempt_id is not null", logger: logger
+            ).decode(Int64.self).collect()
+            #expect(ended == [32])
+            try await store.chainAudit()
+            let entries = try await client.query("select count(*) from audit_log where kind = 'ended'", logger: logger).decode(Int64.self).collect()
+            #expect(entries == [32])
+        }
+    }
 }
