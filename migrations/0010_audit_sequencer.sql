@@ -3,9 +3,9 @@
 -- Until now `audit_append` chained each entry inside the change's transaction under an advisory lock held until
 -- commit, so every appending transaction (each start, end and pass) committed after the previous one had flushed
 -- its WAL: one fsync after another, never a group commit. Now the change's transaction inserts its entries into
--- `audit_pending` (still the same transaction: no change without its entry, no entry without its change), and
--- `audit_chain` moves committed entries into the hash chain, in the order they were appended, under the ledger's
--- lock. The server runs it in the background and before every read of the ledger.
+-- `audit_pending` (still the same transaction: no change without its entry, no entry without its change), and the
+-- server's sequencer (Store.chainAudit) moves committed entries into the hash chain, in the order they were
+-- appended, under the ledger's lock, in the background and before every read of the ledger.
 
 create table audit_pending (
     id         bigserial primary key,
@@ -44,42 +44,4 @@ begin
          with ordinality as e(kind, actor, job, host, partners, region, datasets, policy, body, i)
     order by e.i;
     return n;
-end $$;
-
--- Chains up to `batch` committed pending entries (oldest append first) and returns how many. Chainers of all
--- servers are serialized by the ledger's advisory lock; entries of transactions still in flight are left for the
--- next call, so the chain holds entries in the order the sequencer saw them committed.
-create function audit_chain(batch integer default 5000) returns bigint language plpgsql as $$
-declare
-    last_seq bigint;
-    last_hash bytea;
-    entry_leaf bytea;
-    r record;
-    ids bigint[] := '{}';
-    seqs bigint[] := '{}';
-    leaves bytea[] := '{}';
-    hashes bytea[] := '{}';
-begin
-    perform pg_advisory_xact_lock(7236996542101);
-    select seq, hash into last_seq, last_hash from audit_log order by seq desc limit 1;
-    last_seq := coalesce(last_seq, 0);
-    last_hash := coalesce(last_hash, decode(repeat('00', 32), 'hex'));
-    for r in select * from audit_pending order by id limit batch loop
-        last_seq := last_seq + 1;
-        entry_leaf := sha256('\x00'::bytea || convert_to(audit_canonical(
-            last_seq, r.at_us, r.kind, r.actor, r.job_id, r.host_id, r.partners, r.region, r.datasets, r.policy, r.body), 'UTF8'));
-        last_hash := sha256('\x01'::bytea || last_hash || entry_leaf);
-        ids := ids || r.id;
-        seqs := seqs || last_seq;
-        leaves := leaves || entry_leaf;
-        hashes := hashes || last_hash;
-    end loop;
-    if cardinality(ids) = 0 then
-        return 0;
-    end if;
-    insert into audit_log (seq, at_us, kind, actor, job_id, host_id, partners, region, datasets, policy, body, leaf, hash)
-    select c.seq, p.at_us, p.kind, p.actor, p.job_id, p.host_id, p.partners, p.region, p.datasets, p.policy, p.body, c.leaf, c.hash
-    from unnest(ids, seqs, leaves, hashes) as c(id, seq, leaf, hash) join audit_pending p on p.id = c.id;
-    delete from audit_pending where id = any(ids);
-    return cardinality(ids);
 end $$;

@@ -70,6 +70,10 @@ package struct DatabaseURL: Sendable, CustomStringConvertible {
         }
         configuration.options.maximumConnections = maxConnections
         configuration.options.minimumConnections = 0
+        // No JIT compilation: Comity's statements are short, and a cost estimate that grows with the queue (the head
+        // of a million queued jobs) made PostgreSQL spend ~200 ms compiling each scheduling pass's head select, which
+        // runs in 2 ms without it (docs/performance.md).
+        configuration.options.additionalStartupParameters = [("jit", "off")]
         return configuration
     }
 }

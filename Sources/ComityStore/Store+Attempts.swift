@@ -65,7 +65,7 @@ extension Store {
 
     enum AssignmentsStatement: HotStatement { static let sql = Store.assignmentsQuery(host: 0).sql }
 
-    static func assignmentsQuery(host: Int64) -> PostgresQuery {
+    package static func assignmentsQuery(host: Int64) -> PostgresQuery {
         """
         select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
                j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
@@ -123,7 +123,7 @@ extension Store {
         return batch.map { started[StartKey(attempt: $0.attempt, host: $0.host)] }
     }
 
-    static func startQuery(attempts: [Int64], hosts: [Int64], leaseSeconds: Double) -> PostgresQuery {
+    package static func startQuery(attempts: [Int64], hosts: [Int64], leaseSeconds: Double) -> PostgresQuery {
         """
         with r as (
             select * from unnest(\(attempts)::bigint[], \(hosts)::bigint[]) as r(attempt, host)

@@ -16,11 +16,68 @@ extension Store {
     package func chainAudit(batch: Int = 5_000) async throws -> Int {
         var total = 0
         while true {
-            let chained = try await client.query("select audit_chain(\(Int32(batch)))", logger: logger).decode(Int64.self).collect().first ?? 0
-            total += Int(chained)
+            let chained = try await transaction { try await chainAuditBatch(limit: batch, on: $0) }
+            total += chained
             if chained < batch { return total }
         }
     }
+
+    /// The sequencer's step: under the ledger's advisory lock (chainers of every replica take turns), the oldest
+    /// committed pending entries get the next `seq`s; their leaves and chain hashes are computed here (one SHA-256
+    /// pass each, instead of PL/pgSQL string building) and they move from `audit_pending` to `audit_log` in one
+    /// statement. Pending entries of transactions still in flight are invisible here and wait for the next step.
+    func chainAuditBatch(limit: Int, on connection: PostgresConnection) async throws -> Int {
+        try await connection.query("select pg_advisory_xact_lock(\(Self.auditLockKey))", logger: logger)
+        var ids: [Int64] = []
+        var entries: [AuditEntry] = []
+        for try await row in try await connection.query(
+            """
+            select id, at_us, kind, actor, job_id, host_id, partners, region, datasets, policy, body from audit_pending
+            order by id limit \(Int64(limit))
+            """, logger: logger)
+        {
+            let (id, at, kind, actor, job, host, partners, region, datasets, policy, body) = try row.decode(
+                (Int64, Int64, String, String, Int64?, Int64?, [String], String, [String], String, String).self)
+            ids.append(id)
+            entries.append(
+                AuditEntry(
+                    seq: 0, atMicros: at, kind: kind, actor: actor, jobId: job, hostId: host, partners: partners, region: region, datasets: datasets,
+                    policy: policy, body: body))
+        }
+        guard !entries.isEmpty else { return 0 }
+        let head = try await connection.query("select seq, hash from audit_log order by seq desc limit 1", logger: logger)
+            .decode((Int64, ByteBuffer).self).collect().first
+        var seq = head?.0 ?? 0
+        var previous = head.map { Array($0.1.readableBytesView) } ?? AuditEntry.genesis
+        var seqs: [Int64] = []
+        var leaves: [String] = []
+        var hashes: [String] = []
+        seqs.reserveCapacity(entries.count)
+        for var entry in entries {
+            seq += 1
+            entry.seq = seq
+            let leaf = entry.computedLeaf
+            previous = AuditEntry.chain(previous: previous, leaf: leaf)
+            seqs.append(seq)
+            leaves.append(Hex.encode(leaf))
+            hashes.append(Hex.encode(previous))
+        }
+        try await connection.query(
+            """
+            with moved as (
+                delete from audit_pending where id = any(\(ids)::bigint[]) returning *
+            )
+            insert into audit_log (seq, at_us, kind, actor, job_id, host_id, partners, region, datasets, policy, body, leaf, hash)
+            select c.seq, p.at_us, p.kind, p.actor, p.job_id, p.host_id, p.partners, p.region, p.datasets, p.policy, p.body,
+                   decode(c.leaf, 'hex'), decode(c.hash, 'hex')
+            from unnest(\(ids)::bigint[], \(seqs)::bigint[], \(leaves)::text[], \(hashes)::text[]) as c(id, seq, leaf, hash)
+            join moved p on p.id = c.id
+            """, logger: logger)
+        return entries.count
+    }
+
+    /// The ledger's advisory lock (also in migrations/0003_audit.sql).
+    static let auditLockKey: Int64 = 7_236_996_542_101
 
     /// SQL of a CTE body that appends one entry per row of `source` (a relation with `job_id`, `host_id` and
     /// whatever `body` reads, aliased `x`), naming the job's and the host's partners, the host's region and the

@@ -119,7 +119,7 @@ extension Store {
 
     /// The heartbeat's statement: the host's liveness, the leases of `attempts` still its to run, a wake-up of the
     /// scheduler when the host came back or its resources changed, and the ledger's `host-up`.
-    static func heartbeatQuery(host: Int64, attempts: [Int64], leaseSeconds: Double, resourcesChanged: Bool) -> PostgresQuery {
+    package static func heartbeatQuery(host: Int64, attempts: [Int64], leaseSeconds: Double, resourcesChanged: Bool) -> PostgresQuery {
         """
         with old as (
             select state from hosts where id = \(host) for no key update

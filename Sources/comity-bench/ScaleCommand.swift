@@ -421,48 +421,15 @@ struct ScaleDatabase {
             "select coalesce(array_agg(id order by id), '{}') from attempts where host_id = \(host) and state in ('assigned', 'running')",
             logger: logger
         ).decode([Int64].self).collect().first ?? []
+        // The store's own statements (their values are bound as the server binds them).
         text += try await explain(
-            "assignments fetch (Store.assignments) for host \(host), the host with most assignments",
-            """
-            select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text
-            from attempts a
-            join jobs j on j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned'
-            join hosts h on h.id = a.host_id
-            where a.host_id = \(host) and a.state = 'assigned'
-            order by a.id
-            """)
+            "assignments fetch (Store.assignments) for host \(host), the host with most assignments", Store.assignmentsQuery(host: host))
         text += try await explain(
-            "agent start (Store.start) of attempt \(attempt) on host \(host)",
-            """
-            with a as (
-                update attempts a set state = 'running', started_at = now(),
-                    lease_expires_at = now() + make_interval(secs => 30.0)
-                from jobs j
-                where a.id = \(attempt) and a.host_id = \(host) and a.state = 'assigned'
-                  and j.id = a.job_id and j.current_attempt = a.id and j.state = 'assigned' and not j.cancel_requested
-                returning a.job_id
-            ), j as (
-                update jobs set state = 'running', started_at = coalesce(started_at, now())
-                where id = (select job_id from a) returning id
-            ), e as (
-                insert into job_events (job_id, attempt_id, kind, message)
-                select id, \(attempt), 'running', 'started by the agent' from j
-            )
-            select pg_notify('comity_job', id::text) from j
-            """)
+            "agent start (Store.start, a batch of one) of attempt \(attempt) on host \(host)",
+            Store.startQuery(attempts: [attempt], hosts: [host], leaseSeconds: 30))
         text += try await explain(
-            "heartbeat (Store.heartbeat, its `kept` and `renewed` parts) of host \(host)'s \(held.count) attempts",
-            """
-            with kept as (
-                select a.id, a.lease_expires_at from attempts a join jobs j on j.id = a.job_id
-                where a.id = any('{\(held.map(String.init).joined(separator: ","))}'::bigint[]) and a.host_id = \(host)
-                  and a.state in ('assigned', 'running') and j.current_attempt = a.id and not j.cancel_requested
-            ), renewed as (
-                update attempts a set lease_expires_at = now() + make_interval(secs => 30.0)
-                from kept where a.id = kept.id and kept.lease_expires_at < now() + make_interval(secs => 15.0)
-            )
-            select count(*) from kept
-            """)
+            "heartbeat (Store.heartbeat) of host \(host) with its \(held.count) attempts",
+            Store.heartbeatQuery(host: host, attempts: held, leaseSeconds: 30, resourcesChanged: false))
         return text
     }
 
@@ -471,12 +438,16 @@ struct ScaleDatabase {
     }
 
     func explain(_ title: String, _ sql: String) async throws -> String {
+        try await explain(title, PostgresQuery(unsafeSQL: sql))
+    }
+
+    func explain(_ title: String, _ query: PostgresQuery) async throws -> String {
         try await client.withConnection { connection in
             try await connection.query("begin", logger: logger)
-            var text = "\n-- \(title)\n" + sql.split(separator: "\n").map { "-- " + $0 }.joined(separator: "\n") + "\n"
+            var text = "\n-- \(title)\n" + query.sql.split(separator: "\n").map { "-- " + $0 }.joined(separator: "\n") + "\n"
             do {
                 for try await line in try await connection.query(
-                    PostgresQuery(unsafeSQL: "explain (analyze, buffers) " + sql), logger: logger
+                    PostgresQuery(unsafeSQL: "explain (analyze, buffers) " + query.sql, binds: query.binds), logger: logger
                 ).decode(String.self) {
                     text += line + "\n"
                 }
