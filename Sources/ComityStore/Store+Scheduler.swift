@@ -3,6 +3,7 @@ import ComityCore
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// The scheduling pass and the lease reaper.
 extension Store {
@@ -332,57 +333,51 @@ extension Store {
         }
     }
 
-    /// The pass's select of hosts it may place on (also for `comity-bench scale`'s query plans).
-    package static func availableHostsSQL(timeoutSeconds: Int) -> String {
+    /// The live hosts and the version of their inventories, in id order (also for `comity-bench scale`'s plans).
+    package static func liveHostsSQL(timeoutSeconds: Int) -> String {
         """
-        select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name, runner from hosts
+        select id, inventory_version from hosts
         where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(timeoutSeconds)))
+        order by id
         """
     }
 
     func availableHosts(_ context: PolicyContext, sharing: SharingContext, on connection: PostgresConnection) async throws -> Pool {
         let holdings = try await activeHoldings(on: connection)
         let used = Self.usageByHost(holdings)
-        var pool = Pool(hosts: [], hostFacts: [], factsByHost: [:], capacity: .zero, partnerCapacity: [:], holdings: holdings, hostGPUs: [:], hostRegion: [:], hostPartner: [:])
-        var keys: [PolicyHostKey: Int] = [:]
-        var labelCache: [String: [String: String]] = [:]
-        for try await (id, cpu, memory, gpusText, partner, region, labelsText, name, runner) in try await connection.query(
-            PostgresQuery(unsafeSQL: Self.availableHostsSQL(timeoutSeconds: configuration.hostTimeoutSeconds)), logger: logger
-        ).decode((Int64, Int32, Int64, String, Int64, String, String, String, String).self) {
-            let gpus = try gpuCache.gpus(host: id, json: gpusText)
-            let usage = used[id] ?? (0, 0, [])
-            let labels: [String: String]
-            if let known = labelCache[labelsText] {
-                labels = known
-            } else {
-                labels = try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labelsText.utf8))
-                labelCache[labelsText] = labels
+        // What the pool is made of changes rarely (a host joins, leaves, or reports new resources; a rule or a GPU
+        // weight changes): the hosts' decoded facts, keys and capacities are kept between passes and rebuilt only
+        // then. Each pass reads which hosts are live and their inventory versions, and what is allocated on them.
+        var live: [HostVersion] = []
+        for try await (id, version) in try await connection.query(
+            PostgresQuery(unsafeSQL: Self.liveHostsSQL(timeoutSeconds: configuration.hostTimeoutSeconds)), logger: logger
+        ).decode((Int64, Int64).self) {
+            live.append(HostVersion(id: id, version: version))
+        }
+        let base: PoolBase
+        if let kept = poolCache.base.withLock({ $0 }), kept.live == live, kept.policyGeneration == context.generation,
+            kept.sharingGeneration == sharing.generation
+        {
+            base = kept
+        } else {
+            base = try await poolBase(live, context: context, sharing: sharing, on: connection)
+            poolCache.base.withLock { $0 = base }
+        }
+        var pool = Pool(
+            hosts: [], hostFacts: base.hostFacts, factsByHost: base.factsByHost, capacity: base.capacity, partnerCapacity: base.partnerCapacity,
+            holdings: holdings, hostGPUs: base.hostGPUs, hostRegion: base.hostRegion, hostPartner: base.hostPartner,
+            hostGPUWeight: base.hostGPUWeight)
+        pool.hosts.reserveCapacity(base.hosts.count)
+        for host in base.hosts {
+            guard let usage = used[host.id] else {
+                pool.hosts.append(host)
+                continue
             }
-            let host = HostFacts(
-                id: id, name: name, partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
-                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels, runner: RunnerKind(rawValue: runner) ?? .process)
-            let key: Int
-            if let known = keys[host.policyKey] {
-                key = known
-            } else {
-                key = pool.hostFacts.count
-                keys[host.policyKey] = key
-                pool.hostFacts.append(host)
-            }
-            pool.factsByHost[id] = host
-            pool.hostGPUs[id] = gpus
-            pool.hostRegion[id] = region
-            pool.hostPartner[id] = partner
-            let weighted = sharing.weights.weighted(gpus)
-            if !gpus.isEmpty { pool.hostGPUWeight[id] = weighted / Double(gpus.count) }
-            let capacity = ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: weighted)
-            pool.capacity += capacity
-            pool.partnerCapacity[partner, default: .zero] += capacity
-            pool.hosts.append(
-                HostAvailability(
-                    id: id, freeCPUMillis: Int(cpu) - usage.cpu, freeMemoryBytes: memory - usage.memory,
-                    freeGPUs: gpus.filter { !usage.gpus.contains($0.index) }, totalGPUs: gpus.count, partnerID: partner, policyKey: key,
-                    region: region))
+            var available = host
+            available.freeCPUMillis -= usage.cpu
+            available.freeMemoryBytes -= usage.memory
+            if !usage.gpus.isEmpty { available.freeGPUs = host.freeGPUs.filter { !usage.gpus.contains($0.index) } }
+            pool.hosts.append(available)
         }
         // Attempts still held on hosts that left the pool (down, draining) count for quotas, lending and standings
         // until they end: their hosts' region, owner and GPUs too.
@@ -397,6 +392,91 @@ extension Store {
             }
         }
         return pool
+    }
+
+    /// The pool's base as last built (see ``availableHosts(_:sharing:on:)``).
+    final class PoolCache: Sendable {
+        let base = Mutex<PoolBase?>(nil)
+        init() {}
+    }
+
+    /// A host and the version of its inventory.
+    struct HostVersion: Equatable, Sendable {
+        var id: Int64
+        var version: Int64
+    }
+
+    /// What the pool is made of, kept between passes while it does not change: each live host with nothing allocated,
+    /// the facts the rules read of it, its key, and the capacities.
+    struct PoolBase: Sendable {
+        var live: [HostVersion]
+        var policyGeneration: Int64
+        var sharingGeneration: Int64
+        var hosts: [HostAvailability]
+        var hostFacts: [HostFacts]
+        var factsByHost: [Int64: HostFacts]
+        var capacity: ShareVector
+        var partnerCapacity: [Int64: ShareVector]
+        var hostGPUs: [Int64: [GPU]]
+        var hostRegion: [Int64: String]
+        var hostPartner: [Int64: Int64]
+        var hostGPUWeight: [Int64: Double]
+    }
+
+    /// Reads and decodes the `live` hosts.
+    func poolBase(_ live: [HostVersion], context: PolicyContext, sharing: SharingContext, on connection: PostgresConnection) async throws -> PoolBase {
+        var base = PoolBase(
+            live: live, policyGeneration: context.generation, sharingGeneration: sharing.generation, hosts: [], hostFacts: [], factsByHost: [:],
+            capacity: .zero, partnerCapacity: [:], hostGPUs: [:], hostRegion: [:], hostPartner: [:], hostGPUWeight: [:])
+        var keys: [PolicyHostKey: Int] = [:]
+        var labelCache: [String: [String: String]] = [:]
+        var rows: [Int64: (Int32, Int64, String, Int64, String, String, String, String)] = [:]
+        for try await (id, cpu, memory, gpusText, partner, region, labelsText, name, runner) in try await connection.query(
+            """
+            select id, cpu_millis, memory_bytes, gpus::text, partner_id, region, labels::text, name, runner from hosts
+            where id = any(\(live.map(\.id))::bigint[])
+            """, logger: logger
+        ).decode((Int64, Int32, Int64, String, Int64, String, String, String, String).self) {
+            rows[id] = (cpu, memory, gpusText, partner, region, labelsText, name, runner)
+        }
+        // In id order, as the pass always saw them.
+        for host in live {
+            guard let (cpu, memory, gpusText, partner, region, labelsText, name, runner) = rows[host.id] else { continue }
+            let id = host.id
+            let gpus = try gpuCache.gpus(host: id, json: gpusText)
+            let labels: [String: String]
+            if let known = labelCache[labelsText] {
+                labels = known
+            } else {
+                labels = try WireJSON.sharedDecoder.decode([String: String].self, from: Data(labelsText.utf8))
+                labelCache[labelsText] = labels
+            }
+            let facts = HostFacts(
+                id: id, name: name, partner: context.partnerNames[partner] ?? "#\(partner)", region: region,
+                jurisdiction: context.regionJurisdiction[region] ?? "?", labels: labels, runner: RunnerKind(rawValue: runner) ?? .process)
+            let key: Int
+            if let known = keys[facts.policyKey] {
+                key = known
+            } else {
+                key = base.hostFacts.count
+                keys[facts.policyKey] = key
+                base.hostFacts.append(facts)
+            }
+            base.factsByHost[id] = facts
+            base.hostGPUs[id] = gpus
+            base.hostRegion[id] = region
+            base.hostPartner[id] = partner
+            let weighted = sharing.weights.weighted(gpus)
+            if !gpus.isEmpty { base.hostGPUWeight[id] = weighted / Double(gpus.count) }
+            let capacity = ShareVector(cpuMillis: Int(cpu), memoryBytes: memory, weightedGPUs: weighted)
+            base.capacity += capacity
+            base.partnerCapacity[partner, default: .zero] += capacity
+            base.hosts.append(
+                HostAvailability(
+                    id: id, freeCPUMillis: Int(cpu), freeMemoryBytes: memory, freeGPUs: gpus, totalGPUs: gpus.count, partnerID: partner,
+                    policyKey: key, region: region))
+        }
+        return base
     }
 
     /// Writes placements in one statement: it locks only the jobs being placed (not the whole head: row locks are

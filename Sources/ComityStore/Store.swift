@@ -80,6 +80,8 @@ package struct Store: Sendable {
     package let logger: Logger
     /// Decoded GPU lists of hosts, so a scheduling pass does not decode 10k JSON documents every time.
     let gpuCache = GPUCache()
+    /// The scheduling pass's hosts, kept while they do not change.
+    let poolCache = PoolCache()
     /// The rules as last loaded (see ``policyContext(on:)``).
     let policyCache = PolicyCache()
     /// Fair sharing's inputs as last loaded (see ``sharingContext(on:knownGeneration:)``).

@@ -374,7 +374,7 @@ struct ScaleDatabase {
     // The pass's queries, as the store runs them.
     static let headQuery = Store.queuedHeadSQL(limit: Store.Configuration().passHeadLimit)
     static let usageQuery = Store.activeHoldingsSQL
-    static let hostsQuery = Store.availableHostsSQL(timeoutSeconds: Store.Configuration().hostTimeoutSeconds)
+    static let hostsQuery = Store.liveHostsSQL(timeoutSeconds: Store.Configuration().hostTimeoutSeconds)
 
     // MARK: Plans
 
@@ -394,7 +394,7 @@ struct ScaleDatabase {
         text += "\n-- [B] after ANALYZE jobs, attempts, hosts (as autovacuum would do some time after a burst):\n"
         text += try await explain("queue head (Store.schedulingPass), after one pass", Self.headQuery)
         text += try await explain("active-attempt aggregation (Store.availableHosts)", Self.usageQuery)
-        text += try await explain("active hosts (Store.availableHosts)", Self.hostsQuery)
+        text += try await explain("live hosts and their inventory versions (Store.availableHosts; the pool is rebuilt only when they change)", Self.hostsQuery)
         text += try await explainAgentQueries()
         let sizes = try await client.query(
             """
