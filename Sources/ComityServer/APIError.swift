@@ -64,6 +64,13 @@ package struct APIError: HTTPResponseError, Sendable {
 }
 
 /// Encodes a value as the wire's JSON.
+/// A response whose body is JSON text built elsewhere.
+package func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json; charset=utf-8"
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+}
+
 package func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
     let data = try WireJSON.shared.encode(value)
     var headers = HTTPFields()

@@ -51,14 +51,19 @@ final class Batcher<Request: Sendable, Response: Sendable>: Sendable {
             state.pending.removeFirst(taken.count)
             return taken
         }
-        let outcome: Result<[Response], any Error>
-        do {
-            let responses = try await run([request] + others.map(\.request))
-            precondition(responses.count == others.count + 1, "a batch must answer every request")
-            outcome = .success(responses)
-        } catch {
-            outcome = .failure(error)
-        }
+        // Run apart from this request's task: if its client goes away and the task is cancelled, the others' batch
+        // still runs to the end.
+        let batch = [request] + others.map(\.request)
+        let run = self.run
+        let outcome = await Task { () -> Result<[Response], any Error> in
+            do {
+                let responses = try await run(batch)
+                precondition(responses.count == batch.count, "a batch must answer every request")
+                return .success(responses)
+            } catch {
+                return .failure(error)
+            }
+        }.value
         for (index, other) in others.enumerated() {
             other.waiter.resume(returning: .done(outcome.map { $0[index + 1] }))
         }

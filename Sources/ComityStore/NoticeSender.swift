@@ -82,7 +82,8 @@ package final class NoticeSender: Sendable {
             }
             return (state.pending, state.waiters)
         }
-        await deliver(batch)
+        // Apart from this caller's task, so that its cancellation cannot drop the others' notifications.
+        await Task { await self.deliver(batch) }.value
         for waiter in covered { waiter.resume(returning: .done) }
         let next = state.withLock { state -> CheckedContinuation<Turn, Never>? in
             if state.waiters.isEmpty {

@@ -12,13 +12,19 @@ extension Store {
     /// they no longer allow is refused (its attempt ends, its job requeues without using a retry) instead of handed
     /// out. A rule change committed after this read ends the attempt itself, and the agent's start is then refused.
     package func assignments(host: Int64) async throws -> [Assignment] {
+        try await rawAssignments(host: host).map { try $0.decoded() }
+    }
+
+    /// ``assignments(host:)`` with each job's spec as stored (JSON text): the pull hands it on without decoding and
+    /// encoding it again (``RawAssignment/listJSON(_:)``).
+    package func rawAssignments(host: Int64) async throws -> [RawAssignment] {
         try await client.withConnection { connection in
             let rows = try await run(AssignmentsStatement.self, Self.assignmentsQuery(host: host), on: connection)
             // Most wake-ups of a long poll find nothing: the rules are only read when there is something to check.
             guard let generation = try rows.first?.makeRandomAccess()[15].decode(Int64.self) else { return [] }
             let context = try await policyContext(on: connection, knownGeneration: generation)
             let decoder = WireJSON.sharedDecoder
-            var assignments: [Assignment] = []
+            var assignments: [RawAssignment] = []
             var refused: [(attempt: Int64, reason: String)] = []
             let now = Date()
             // Every row is of the same host: its facts and GPUs are decoded once.
@@ -32,8 +38,7 @@ extension Store {
                     kind: JobKind(rawValue: try columns[8].decode(String.self)) ?? .training, inputs: try columns[9].decode([String].self),
                     maxRuntimeSeconds: try columns[10].decode(Int64.self)
                 ).facts(context)
-                let spec = try decoder.decode(JobSpec.self, from: Data(specText.utf8))
-                jobFacts.network = spec.network ?? false
+                jobFacts.network = try columns[17].decode(Bool.self)
                 if hostFacts == nil {
                     let region = try columns[13].decode(String.self)
                     let partner = try columns[12].decode(Int64.self)
@@ -53,7 +58,7 @@ extension Store {
                 let assigned = indices.map(Int.init)
                 let uuids = assigned.compactMap { index in gpus.first { $0.index == index }?.uuid }
                 assignments.append(
-                    Assignment(attempt: attempt, jobId: job, spec: spec, gpuIndices: assigned, gpuUuids: uuids, leaseExpiresAt: lease))
+                    RawAssignment(attempt: attempt, jobId: job, specJSON: specText, gpuIndices: assigned, gpuUuids: uuids, leaseExpiresAt: lease))
             }
             if !refused.isEmpty {
                 logger.warning("assignments refused at claim", metadata: ["host": "\(host)", "count": "\(refused.count)"])
@@ -69,7 +74,8 @@ extension Store {
         """
         select a.id, a.job_id, j.spec::text, a.gpu_indices, a.lease_expires_at, h.gpus::text,
                j.project_id, j.partner_id, j.kind, j.inputs, j.max_runtime_seconds,
-               h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state), h.runner
+               h.name, h.partner_id, h.region, h.labels::text, (select generation from policy_state), h.runner,
+               coalesce((j.spec->>'network')::boolean, false)
         from hosts h
         -- `offset 0` keeps each subquery as written, so the plan cannot depend on statistics that a burst of
         -- placements made stale: the host's assigned attempts from `attempts_active`, then each job by its key.
@@ -358,5 +364,39 @@ extension Store {
         guard let usage else { return nil }
         if let problem = usage.problem { throw StoreError(.invalid, problem.message, field: problem.field) }
         return String(decoding: try WireJSON.shared.encode(usage), as: UTF8.self)
+    }
+}
+
+/// An assignment with its job's spec as stored: JSON text that the store wrote from a ``JobSpec`` with
+/// ``WireJSON``'s encoder (PostgreSQL's `jsonb` keeps its keys and values, not its spacing).
+package struct RawAssignment: Sendable {
+    package var attempt: Int64
+    package var jobId: Int64
+    package var specJSON: String
+    package var gpuIndices: [Int]
+    package var gpuUuids: [String]
+    package var leaseExpiresAt: Date
+
+    package func decoded() throws -> Assignment {
+        Assignment(
+            attempt: attempt, jobId: jobId, spec: try WireJSON.sharedDecoder.decode(JobSpec.self, from: Data(specJSON.utf8)),
+            gpuIndices: gpuIndices, gpuUuids: gpuUuids, leaseExpiresAt: leaseExpiresAt)
+    }
+
+    /// The JSON of an ``AssignmentList`` of these, as ``WireJSON`` would encode it (snake_case keys, sorted), with each
+    /// spec spliced in as stored. A test decodes it back into the typed list.
+    package static func listJSON(_ assignments: [RawAssignment]) throws -> String {
+        var out = #"{"assignments":["#
+        for (index, assignment) in assignments.enumerated() {
+            if index > 0 { out += "," }
+            let uuids = String(decoding: try WireJSON.shared.encode(assignment.gpuUuids), as: UTF8.self)
+            out += #"{"attempt":"# + String(assignment.attempt)
+            out += #","gpu_indices":["# + assignment.gpuIndices.map(String.init).joined(separator: ",") + "]"
+            out += #","gpu_uuids":"# + uuids
+            out += #","job_id":"# + String(assignment.jobId)
+            out += #","lease_expires_at":""# + WireJSON.format(assignment.leaseExpiresAt) + #"""#
+            out += #","spec":"# + assignment.specJSON + "}"
+        }
+        return out + "]}"
     }
 }

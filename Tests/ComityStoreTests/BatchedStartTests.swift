@@ -1,5 +1,6 @@
 import ComityAPI
 import ComityCore
+import Foundation
 import PostgresNIO
 import Synchronization
 import Testing
@@ -144,6 +145,34 @@ struct BatchedStartTests {
             try await store.chainAudit()
             let entries = try await client.query("select count(*) from audit_log where kind = 'ended'", logger: logger).decode(Int64.self).collect()
             #expect(entries == [32])
+        }
+    }
+
+    @Test("the pull's JSON, with specs spliced in as stored, decodes to exactly the typed assignments")
+    func rawPullMatchesTyped() async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let seed = try await TestDatabase.seeded(client)
+            let store = seed.store
+            let gpus = (0..<2).map { GPU(index: $0, uuid: "GPU-\($0)-a\"b", model: "NVIDIA H100 80GB HBM3", memoryBytes: 80 << 30) }
+            let host = try await seed.enroll("h1", cpus: 8, gpus: gpus)
+            let specs = [
+                JobSpec(
+                    name: "quotes", project: "llm", command: ["sh", "-c", #"echo "é ✓ \\ \n" > out"#], env: ["A": "1", "B_\u{1F600}": "x\"y"],
+                    resources: ResourceRequest(cpuMillis: 1000, memoryBytes: 1 << 30, gpus: 1), retries: 2, priority: 70, network: false),
+                JobSpec(name: "plain", project: "llm", command: ["true"], resources: ResourceRequest(cpuMillis: 500, memoryBytes: 1 << 20)),
+            ]
+            _ = try await store.submit(specs, by: seed.admin)
+            #expect(try await store.schedulingPass().placed == 2)
+            let raw = try await store.rawAssignments(host: host.host)
+            let typed = try await store.assignments(host: host.host)
+            #expect(raw.count == 2)
+            let decoder = WireJSON.sharedDecoder
+            let fromRaw = try decoder.decode(AssignmentList.self, from: Data(try RawAssignment.listJSON(raw).utf8)).assignments
+            // What the typed list looks like to an agent (dates travel with millisecond precision).
+            let fromTyped = try decoder.decode(AssignmentList.self, from: try WireJSON.shared.encode(AssignmentList(assignments: typed))).assignments
+            #expect(fromRaw == fromTyped)
+            #expect(fromRaw.map(\.spec) == specs)
+            #expect(fromRaw.first?.gpuUuids.count == 1)
         }
     }
 }

@@ -24,9 +24,10 @@ extension Routes {
             let deadline = ContinuousClock.now + .seconds(wait)
             while true {
                 let generation = notifier.generation(of: .host(host))
-                let assignments = try await store.assignments(host: host)
+                // Specs go out as stored, not decoded and encoded again: most of a pull's cost in the server.
+                let assignments = try await store.rawAssignments(host: host)
                 if !assignments.isEmpty || ContinuousClock.now >= deadline || notifier.isShutDown {
-                    return try json(AssignmentList(assignments: assignments))
+                    return rawJSON(try RawAssignment.listJSON(assignments))
                 }
                 await notifier.wait(for: .host(host), since: generation, timeout: deadline - ContinuousClock.now)
             }
