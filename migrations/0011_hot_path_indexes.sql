@@ -16,8 +16,8 @@ alter table attempts set (autovacuum_analyze_scale_factor = 0, autovacuum_analyz
 -- Attempts without foreign keys, as job events since migration 0005. Attempts are written only by the store: the
 -- scheduling pass inserts them for jobs it has just locked, on hosts it has just read, and nothing deletes jobs,
 -- hosts or attempts. Their keys cost a locking lookup per key per row on every placement (three per placement with
--- jobs.current_attempt): about a third of the pass's write of 2,000 placements (docs/performance.md). The residency
--- trigger, the last line of defence for where data may go, stays.
+-- jobs.current_attempt; docs/performance.md, round 3). The residency trigger, the last line of defence for where data
+-- may go, stays.
 alter table attempts drop constraint attempts_job_id_fkey;
 alter table attempts drop constraint attempts_host_id_fkey;
 alter table jobs drop constraint jobs_current_attempt_fkey;
