@@ -455,7 +455,7 @@ extension Store {
                 select \(job), id, 'preemption-scheduled', \(reason + "; preempted in \(ActivePolicies.duration(TimeInterval(grace))) (donor grace)") from a
                 """, logger: logger)
         }
-        // Last: it takes the ledger's lock, which no row lock may follow in this transaction.
+        // Then stop what the change forbids.
         if !impact.stop.isEmpty {
             try await stopAttempts(impact.stop.map { ($0.attempt, $0.reason) }, event: "policy-stop", on: connection)
         }

@@ -153,7 +153,7 @@ extension Store {
         }
         clock.lap("fair_share_and_placer")
         clock.count("rule_evaluations", memo.evaluated)
-        // Reclaims first: their row locks must come before the ledger's lock, which the write takes.
+        // Reclaims before the write: they lock the guests' rows first, as every rule change does.
         if !unplaced.isEmpty, configuration.reclaimsPerPass > 0 {
             try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
             clock.lap("reclaims")
@@ -543,7 +543,7 @@ extension Store {
                 """
                 with down as (
                     -- SKIP LOCKED: a host whose heartbeat is being written is not silent, and the reaper never waits
-                    -- for a row while it may hold the ledger's lock.
+                    -- for a heartbeat.
                     update hosts set state = 'down'
                     where id in (
                         select id from hosts

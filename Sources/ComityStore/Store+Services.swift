@@ -133,7 +133,7 @@ extension Store {
             let row = ServiceRow(
                 id: serviceID, projectID: ids.project, partnerID: ids.partner, project: spec.project, partner: "", name: spec.name, spec: spec,
                 replicas: service.replicas, createdBy: principal.id)
-            // Rows first (the rules' check, the service, the jobs), the ledger's lock last.
+            // The service's rows, then their ledger entries.
             let jobs = try await insertReplicas(row, indices: Array(0..<service.replicas), actor: principal, on: connection)
             try await audit(
                 existing.isEmpty ? "service-created" : "service-replaced", actor: principal.name,

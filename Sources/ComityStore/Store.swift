@@ -223,11 +223,6 @@ extension PostgresClient {
 }
 
 extension Store {
-    /// Runs `body` in a transaction; when `body` throws, the transaction rolls back and its error (not PostgresNIO's
-    /// wrapper) is what the caller sees.
-    ///
-    /// A transaction PostgreSQL chose as a deadlock victim (40P01) is run again, up to three times: lock order is
-    /// kept consistent (rules, rows, then the audit ledger's lock), but a victim must never surface as a failure.
     /// Runs `body` again (up to three times in all) when PostgreSQL chose it as a deadlock victim.
     static func retryingDeadlocks<T>(logger: Logger, _ body: () async throws -> T) async throws -> T {
         var attempt = 0
@@ -241,6 +236,11 @@ extension Store {
         }
     }
 
+    /// Runs `body` in a transaction; when `body` throws, the transaction rolls back and its error (not PostgresNIO's
+    /// wrapper) is what the caller sees.
+    ///
+    /// A transaction PostgreSQL chose as a deadlock victim (40P01) is run again, up to three times: lock order is
+    /// kept consistent (the rules' row, then the rows changed), but a victim must never surface as a failure.
     package func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> sending T {
         var attempt = 0
         while true {
