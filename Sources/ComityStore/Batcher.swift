@@ -32,6 +32,9 @@ final class Batcher<Request: Sendable, Response: Sendable>: Sendable {
         self.run = run
     }
 
+    /// Requests waiting for the next batch (for tests).
+    var waiting: Int { state.withLock { $0.pending.count } }
+
     func submit(_ request: Request) async throws -> Response {
         let turn = await withCheckedContinuation { (continuation: CheckedContinuation<Turn, Never>) in
             let lead = state.withLock { state -> Bool in

@@ -1,6 +1,5 @@
 import Logging
 import PostgresNIO
-import Synchronization
 
 /// Sends `NOTIFY`s about changes that have already committed, batched, in statements of their own.
 ///
@@ -10,8 +9,8 @@ import Synchronization
 /// the same thing to a listener (which re-reads the state anyway), and sending it with `synchronous_commit` off costs
 /// no fsync: a notification lost in a crash is lost either way, and every waiter also re-checks on a timer.
 ///
-/// Callers that arrive while a batch is being sent wait for the next one, which carries all of theirs at once; the
-/// first of them sends it. `send` returns once its notices were handed to PostgreSQL (or that failed and was logged).
+/// Callers that arrive while a batch is being sent wait for the next one, which carries all of theirs at once
+/// (``Batcher``).
 package final class NoticeSender: Sendable {
     package struct Notice: Hashable, Sendable {
         package var channel: String
@@ -23,29 +22,21 @@ package final class NoticeSender: Sendable {
         }
     }
 
-    private enum Turn { case lead, done }
-
-    private struct State {
-        var pending: [Notice] = []
-        var waiters: [CheckedContinuation<Turn, Never>] = []
-        var sending = false
-    }
-
-    private let state = Mutex(State())
-    private let client: PostgresClient
-    private let logger: Logger
-    /// Delivery inside this process, before the notification's round trip through PostgreSQL (the server's own
-    /// waiters); other replicas hear it from PostgreSQL.
     private let local: (@Sendable (Notice) -> Void)?
     /// With local delivery, payloads sent through PostgreSQL carry this sender's tag (`@<origin>:`), so that this
     /// process's listener can skip what it already delivered (one wake-up per change, not two).
     package let origin: String?
+    /// Each caller's notices; callers that arrive together share one statement.
+    private let batches: Batcher<[Notice], Void>
 
     package init(client: PostgresClient, logger: Logger, local: (@Sendable (Notice) -> Void)? = nil) {
-        self.client = client
-        self.logger = logger
         self.local = local
-        origin = local == nil ? nil : String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        let origin = local == nil ? nil : String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        self.origin = origin
+        batches = Batcher(limit: 1_000) { batch in
+            await Self.deliver(batch.flatMap { $0 }, tag: origin.map { "@\($0):" } ?? "", client: client, logger: logger)
+            return batch.map { _ in () }
+        }
     }
 
     /// A payload as received by a listener: `nil` when `origin` (the listener's own sender) sent it, else the payload
@@ -57,47 +48,16 @@ package final class NoticeSender: Sendable {
         return String(payload[payload.index(after: colon)...])
     }
 
-    /// Sends `notices` (their changes must have committed).
+    /// Sends `notices` (their changes must have committed); returns once they were handed to PostgreSQL (or that
+    /// failed and was logged).
     package func send(_ notices: [Notice]) async {
         guard !notices.isEmpty else { return }
         if let local { for notice in notices { local(notice) } }
-        let turn = await withCheckedContinuation { (continuation: CheckedContinuation<Turn, Never>) in
-            let lead = state.withLock { state -> Bool in
-                state.pending += notices
-                if state.sending {
-                    state.waiters.append(continuation)
-                    return false
-                }
-                state.sending = true
-                return true
-            }
-            if lead { continuation.resume(returning: .lead) }
-        }
-        guard turn == .lead else { return }
-        // Send everything pending, answer those it covered, and hand the next batch to the first caller waiting.
-        let (batch, covered) = state.withLock { state in
-            defer {
-                state.pending = []
-                state.waiters = []
-            }
-            return (state.pending, state.waiters)
-        }
-        // Apart from this caller's task, so that its cancellation cannot drop the others' notifications.
-        await Task { await self.deliver(batch) }.value
-        for waiter in covered { waiter.resume(returning: .done) }
-        let next = state.withLock { state -> CheckedContinuation<Turn, Never>? in
-            if state.waiters.isEmpty {
-                state.sending = false
-                return nil
-            }
-            return state.waiters.removeFirst()
-        }
-        next?.resume(returning: .lead)
+        try? await batches.submit(notices)
     }
 
-    private func deliver(_ batch: [Notice]) async {
+    private static func deliver(_ batch: [Notice], tag: String, client: PostgresClient, logger: Logger) async {
         var seen = Set<Notice>()
-        let tag = origin.map { "@\($0):" } ?? ""
         let unique = batch.filter { seen.insert($0).inserted }.map { Notice($0.channel, tag + $0.payload) }
         do {
             // `true`: for this statement's own (implicit) transaction only; a test checks that the connection keeps

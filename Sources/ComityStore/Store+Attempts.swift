@@ -92,19 +92,15 @@ extension Store {
     ///
     /// Starts that arrive together are written together (``Batcher``): one statement for all of them.
     package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
-        if let job = try await starts.submit(StartRequest(attempt: attempt, host: host)) {
+        if let job = try await starts.submit(AttemptKey(attempt: attempt, host: host)) {
             await notices.send([.init(Channel.job, String(job))])
             return AttemptAck(current: true, state: .running)
         }
         return try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) }
     }
 
-    struct StartRequest: Sendable {
-        var attempt: Int64
-        var host: Int64
-    }
-
-    private struct StartKey: Hashable {
+    /// An attempt as an agent names it: its id and the agent's host.
+    struct AttemptKey: Hashable, Sendable {
         var attempt: Int64
         var host: Int64
     }
@@ -114,19 +110,19 @@ extension Store {
     /// Starts a batch: the job of each request that started (its attempt was assigned to that host and is still its
     /// job's current one), `nil` for the others.
     static func start(
-        _ batch: [StartRequest], client: PostgresClient, leaseSeconds: Double, logger: Logger
+        _ batch: [AttemptKey], client: PostgresClient, leaseSeconds: Double, logger: Logger
     ) async throws -> [Int64?] {
         let query = startQuery(attempts: batch.map(\.attempt), hosts: batch.map(\.host), leaseSeconds: leaseSeconds)
         let started = try await retryingDeadlocks(logger: logger) {
             // By attempt and host: the same attempt may be asked for by its host and by another one.
-            var started: [StartKey: Int64] = [:]
+            var started: [AttemptKey: Int64] = [:]
             for try await row in try await client.execute(Prepared<StartStatement>(query), logger: logger) {
                 let (attempt, host, job) = try row.decode((Int64, Int64, Int64).self)
-                started[StartKey(attempt: attempt, host: host)] = job
+                started[AttemptKey(attempt: attempt, host: host)] = job
             }
             return started
         }
-        return batch.map { started[StartKey(attempt: $0.attempt, host: $0.host)] }
+        return batch.map { started[$0] }
     }
 
     package static func startQuery(attempts: [Int64], hosts: [Int64], leaseSeconds: Double) -> PostgresQuery {
@@ -212,7 +208,7 @@ extension Store {
         let usage = try Self.usageJSON(report.usage)
         let ack: AttemptAck
         let job: Int64?
-        switch try await ends.submit(EndRequest(attempt: attempt, host: host, report: report, usage: usage)) {
+        switch try await ends.submit(EndRequest(key: AttemptKey(attempt: attempt, host: host), report: report, usage: usage)) {
         case .ended(let answer, let ended):
             (ack, job) = (answer, ended)
         case .unchanged(let answer):
@@ -234,24 +230,22 @@ extension Store {
             if report.outcome == .exited, report.exitCode == 0 {
                 _ = try await run(FinishRulesLock.self, Self.finishRulesLock(attempt: attempt), on: connection)
             }
-            let rows = try await run(FinishRead.self, Self.finishRead(attempt: attempt, host: host), on: connection)
-                .map { try $0.decode((String, Int64, String, Bool, Int32, Int32, Bool, Bool).self) }
-            guard let (attemptState, jobID, jobState, isCurrent, attempts, retries, cancelRequested, hasOutputs) = rows.first else {
+            // Then the batch's own read and write, for a batch of one.
+            let key = AttemptKey(attempt: attempt, host: host)
+            guard let row = try await Self.endRows([key], on: connection, logger: logger)[key] else {
                 throw StoreError(.notFound, "no attempt \(attempt) on this host")
             }
-            guard let state = AttemptState(rawValue: attemptState), !state.isTerminal else {
-                return (try await ack(attempt: attempt, host: host, on: connection), nil)
+            guard let state = AttemptState(rawValue: row.attemptState), !state.isTerminal else {
+                return (AttemptAck(current: false, state: AttemptState(rawValue: row.attemptState) ?? .lost), nil)
             }
             let end = Self.ending(
-                report, jobState: jobState, isCurrent: isCurrent, attempts: attempts, retries: retries, cancelRequested: cancelRequested)
-            _ = try await run(
-                FinishWrite.self,
-                Self.finishWrite(
-                    attempt: attempt, host: host, job: jobID, ended: end.ended.rawValue, exitCode: report.exitCode, reason: end.reason,
-                    usage: usage, next: end.next?.rawValue, terminal: end.next?.isTerminal ?? false, message: end.message),
-                on: connection)
-            if end.next == .succeeded, hasOutputs { try await registerOutputs(job: jobID, on: connection) }
-            return (AttemptAck(current: false, state: end.ended), jobID)
+                report, jobState: row.jobState, isCurrent: row.isCurrent, attempts: row.attempts, retries: row.retries,
+                cancelRequested: row.cancelRequested)
+            var writes = EndWrites()
+            writes.append(EndRequest(key: key, report: report, usage: usage), job: row.job, end: end)
+            try await Self.writeEnds(writes, on: connection, logger: logger)
+            if end.next == .succeeded, row.hasOutputs { try await registerOutputs(job: row.job, on: connection) }
+            return (AttemptAck(current: false, state: end.ended), row.job)
         }
     }
 
@@ -300,58 +294,12 @@ extension Store {
 
 extension Store {
     enum FinishRulesLock: HotStatement { static let sql = Store.finishRulesLock(attempt: 0).sql }
-    enum FinishRead: HotStatement { static let sql = Store.finishRead(attempt: 0, host: 0).sql }
-    enum FinishWrite: HotStatement {
-        static let sql = Store.finishWrite(
-            attempt: 0, host: 0, job: 0, ended: "", exitCode: nil, reason: "", usage: nil, next: nil, terminal: false, message: "").sql
-    }
-
     static func finishRulesLock(attempt: Int64) -> PostgresQuery {
         """
         select 1 from policy_state
         where exists (select 1 from attempts a join jobs j on j.id = a.job_id
                       where a.id = \(attempt) and coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0)
         for update
-        """
-    }
-
-    static func finishRead(attempt: Int64, host: Int64) -> PostgresQuery {
-        """
-        select a.state, a.job_id, j.state, j.current_attempt = a.id, j.attempts - j.policy_stops, j.retries, j.cancel_requested,
-               coalesce(jsonb_array_length(j.spec->'outputs'), 0) > 0
-        from attempts a join jobs j on j.id = a.job_id
-        where a.id = \(attempt) and a.host_id = \(host)
-        for no key update of a, j
-        """
-    }
-
-    /// Every write of an end report in one statement: the attempt, the job (when `next` is set: this attempt is still
-    /// its current one), the event and the audit entry.
-    static func finishWrite(
-        attempt: Int64, host: Int64, job: Int64, ended: String, exitCode: Int32?, reason: String, usage: String?, next: String?, terminal: Bool,
-        message: String
-    ) -> PostgresQuery {
-        """
-        with a as (
-            update attempts set state = \(ended), ended_at = now(), exit_code = \(exitCode)::int4, reason = \(reason),
-                usage = \(usage)::text::jsonb
-            where id = \(attempt)
-        ), j as (
-            update jobs set state = coalesce(\(next)::text, state), exit_code = \(exitCode)::int4, reason = \(reason),
-                finished_at = case when \(terminal) then now() end, cancel_requested = false
-            where id = \(job) and \(next)::text is not null
-        ), e as (
-            insert into job_events (job_id, attempt_id, kind, message) values (\(job), \(attempt), \(ended), \(message))
-        ), ending as (
-            select \(job)::bigint as job_id, \(host)::bigint as host_id, \(attempt)::bigint as attempt, \(ended)::text as outcome,
-                   \(exitCode)::int4 as exit_code, \(reason)::text as reason, \(next)::text as job_state
-        ), audited as (
-            \(unescaped: Self.auditRows(
-                kind: "'ended'", actor: "'agent'",
-                body: "json_build_object('attempt', x.attempt, 'outcome', x.outcome, 'exit_code', x.exit_code, 'reason', x.reason, 'job_state', x.job_state)",
-                from: "ending"))
-        )
-        select (select n from audited)
         """
     }
 }

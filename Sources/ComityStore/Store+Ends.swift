@@ -7,8 +7,7 @@ import PostgresNIO
 /// of two statements, whatever their number (see ``Batcher``).
 extension Store {
     struct EndRequest: Sendable {
-        var attempt: Int64
-        var host: Int64
+        var key: AttemptKey
         var report: FinishRequest
         var usage: String?
     }
@@ -23,12 +22,7 @@ extension Store {
         case alone
     }
 
-    private struct EndKey: Hashable {
-        var attempt: Int64
-        var host: Int64
-    }
-
-    private struct EndRow {
+    struct EndRow {
         var attemptState: String
         var job: Int64
         var jobState: String
@@ -46,25 +40,17 @@ extension Store {
     static func end(_ batch: [EndRequest], client: PostgresClient, logger: Logger) async throws -> [EndResult] {
         try await retryingDeadlocks(logger: logger) {
             try await client.withTransaction(logger: logger) { connection in
-                let query = endReadQuery(attempts: batch.map(\.attempt), hosts: batch.map(\.host))
-                var rows: [EndKey: EndRow] = [:]
-                for try await row in try await connection.execute(Prepared<EndRead>(query), logger: logger) {
-                    let (attempt, host, attemptState, job, jobState, isCurrent, attempts, retries, cancelRequested, hasOutputs) = try row.decode(
-                        (Int64, Int64, String, Int64, String, Bool, Int32, Int32, Bool, Bool).self)
-                    rows[EndKey(attempt: attempt, host: host)] = EndRow(
-                        attemptState: attemptState, job: job, jobState: jobState, isCurrent: isCurrent, attempts: attempts, retries: retries,
-                        cancelRequested: cancelRequested, hasOutputs: hasOutputs)
-                }
+                let rows = try await endRows(batch.map(\.key), on: connection, logger: logger)
                 var results: [EndResult] = []
                 var writes = EndWrites()
                 // A report repeated within the batch (an agent's retry) is answered like a repeat after it.
                 var endedHere: [Int64: AttemptState] = [:]
                 for request in batch {
-                    guard let row = rows[EndKey(attempt: request.attempt, host: request.host)] else {
+                    guard let row = rows[request.key] else {
                         results.append(.notFound)
                         continue
                     }
-                    if let ended = endedHere[request.attempt] {
+                    if let ended = endedHere[request.key.attempt] {
                         results.append(.unchanged(AttemptAck(current: false, state: ended)))
                         continue
                     }
@@ -81,15 +67,33 @@ extension Store {
                         report, jobState: row.jobState, isCurrent: row.isCurrent, attempts: row.attempts, retries: row.retries,
                         cancelRequested: row.cancelRequested)
                     writes.append(request, job: row.job, end: end)
-                    endedHere[request.attempt] = end.ended
+                    endedHere[request.key.attempt] = end.ended
                     results.append(.ended(AttemptAck(current: false, state: end.ended), job: row.job))
                 }
-                if !writes.attempts.isEmpty {
-                    for try await _ in try await connection.execute(Prepared<EndWrite>(endWriteQuery(writes)), logger: logger) {}
-                }
+                try await writeEnds(writes, on: connection, logger: logger)
                 return results
             }
         }
+    }
+
+    /// The attempts named by `keys` with their jobs, locked (``endReadQuery(attempts:hosts:)``).
+    static func endRows(_ keys: [AttemptKey], on connection: PostgresConnection, logger: Logger) async throws -> [AttemptKey: EndRow] {
+        let query = endReadQuery(attempts: keys.map(\.attempt), hosts: keys.map(\.host))
+        var rows: [AttemptKey: EndRow] = [:]
+        for try await row in try await connection.execute(Prepared<EndRead>(query), logger: logger) {
+            let (attempt, host, attemptState, job, jobState, isCurrent, attempts, retries, cancelRequested, hasOutputs) = try row.decode(
+                (Int64, Int64, String, Int64, String, Bool, Int32, Int32, Bool, Bool).self)
+            rows[AttemptKey(attempt: attempt, host: host)] = EndRow(
+                attemptState: attemptState, job: job, jobState: jobState, isCurrent: isCurrent, attempts: attempts, retries: retries,
+                cancelRequested: cancelRequested, hasOutputs: hasOutputs)
+        }
+        return rows
+    }
+
+    /// Writes `writes` (nothing when empty) with ``endWriteQuery(_:)``.
+    static func writeEnds(_ writes: EndWrites, on connection: PostgresConnection, logger: Logger) async throws {
+        guard !writes.attempts.isEmpty else { return }
+        for try await _ in try await connection.execute(Prepared<EndWrite>(endWriteQuery(writes)), logger: logger) {}
     }
 
     /// The reported attempts with their jobs, locked in attempt order.
@@ -120,8 +124,8 @@ extension Store {
         var messages: [String] = []
 
         mutating func append(_ request: EndRequest, job: Int64, end: (ended: AttemptState, reason: String, message: String, next: JobState?)) {
-            attempts.append(request.attempt)
-            hosts.append(request.host)
+            attempts.append(request.key.attempt)
+            hosts.append(request.key.host)
             jobs.append(job)
             ended.append(end.ended.rawValue)
             codes.append(request.report.exitCode ?? 0)

@@ -89,7 +89,7 @@ package struct Store: Sendable {
     /// Notifications of committed changes (see ``NoticeSender``).
     let notices: NoticeSender
     /// Agent starts, written in batches (see ``start(attempt:host:)``).
-    let starts: Batcher<StartRequest, Int64?>
+    let starts: Batcher<AttemptKey, Int64?>
     /// Agent end reports, written in batches (see ``finish(attempt:host:_:)``).
     let ends: Batcher<EndRequest, EndResult>
     /// The tag of this store's notifications (set when they are also delivered inside the process).
@@ -223,15 +223,21 @@ extension PostgresClient {
 }
 
 extension Store {
-    /// Runs `body` again (up to three times in all) when PostgreSQL chose it as a deadlock victim.
-    static func retryingDeadlocks<T>(logger: Logger, _ body: () async throws -> T) async throws -> T {
+    /// Runs `body` again (up to three times in all) when PostgreSQL chose it as a deadlock victim. A transaction's
+    /// error surfaces as its cause, not PostgresNIO's wrapper.
+    static func retryingDeadlocks<T>(logger: Logger, _ body: () async throws -> sending T) async throws -> sending T {
         var attempt = 0
         while true {
             attempt += 1
             do {
                 return try await body()
-            } catch let failure as PSQLError where attempt < 3 && failure.serverInfo?[.sqlState] == "40P01" {
-                logger.warning("deadlock victim; running the statement again", metadata: ["attempt": "\(attempt)"])
+            } catch {
+                let cause = (error as? PostgresTransactionError)?.closureError ?? error
+                if attempt < 3, let failure = cause as? PSQLError, failure.serverInfo?[.sqlState] == "40P01" {
+                    logger.warning("deadlock victim; running it again", metadata: ["attempt": "\(attempt)"])
+                    continue
+                }
+                throw cause
             }
         }
     }
@@ -242,20 +248,7 @@ extension Store {
     /// A transaction PostgreSQL chose as a deadlock victim (40P01) is run again, up to three times: lock order is
     /// kept consistent (the rules' row, then the rows changed), but a victim must never surface as a failure.
     package func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> sending T {
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await client.withTransaction(logger: logger, body)
-            } catch let error as PostgresTransactionError {
-                let cause = error.closureError ?? error
-                if attempt < 3, let failure = cause as? PSQLError, failure.serverInfo?[.sqlState] == "40P01" {
-                    logger.warning("deadlock victim; running the transaction again", metadata: ["attempt": "\(attempt)"])
-                    continue
-                }
-                throw cause
-            }
-        }
+        try await Self.retryingDeadlocks(logger: logger) { try await client.withTransaction(logger: logger, body) }
     }
 }
 

@@ -12,22 +12,31 @@ struct BatcherTests {
     @Test("concurrent requests each get their own answer, share batches, and a failed batch fails every request in it")
     func answersAndFailures() async throws {
         let sizes = Mutex<[Int]>([])
+        let (gate, open) = AsyncStream.makeStream(of: Void.self)
+        let holdFirst = Mutex(true)
         let batcher = Batcher<Int, Int>(limit: 8) { batch in
             sizes.withLock { $0.append(batch.count) }
-            // Hold the batch a moment so that others queue behind it (the batcher itself never waits).
-            try await Task.sleep(for: .milliseconds(20))
+            // The first batch is held until every other request waits behind it (the batcher itself never waits).
+            if holdFirst.withLock({ held in defer { held = false }; return held }) {
+                for await _ in gate { break }
+            }
             if batch.contains(-1) { throw CancellationError() }
             return batch.map { $0 * 10 }
         }
         let answers = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
             for n in 1...50 { group.addTask { (n, try await batcher.submit(n)) } }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while batcher.waiting < 49, ContinuousClock.now < deadline { await Task.yield() }
+            #expect(batcher.waiting == 49)
+            open.yield()
             return try await group.reduce(into: [Int: Int]()) { $0[$1.0] = $1.1 }
         }
         #expect(answers == Dictionary(uniqueKeysWithValues: (1...50).map { ($0, $0 * 10) }))
         let seen = sizes.withLock { $0 }
         #expect(seen.reduce(0, +) == 50)
-        #expect(seen.contains { $0 > 1 }, "50 concurrent requests ran one by one: \(seen)")
-        #expect(seen.allSatisfy { $0 <= 8 })
+        // One held batch, then the 49 waiting requests in batches of at most 8.
+        let expected = [1, 8, 8, 8, 8, 8, 8, 1]
+        #expect(seen == expected)
         // A batch that fails fails all of its requests, and the batcher keeps working.
         await #expect(throws: CancellationError.self) { _ = try await batcher.submit(-1) }
         #expect(try await batcher.submit(7) == 70)

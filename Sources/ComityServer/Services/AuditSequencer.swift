@@ -12,15 +12,8 @@ struct AuditSequencer: Service {
     let logger: Logger
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await store.chainAudit()
-                } catch where !Task.isCancelled {
-                    logger.error("chaining audit entries failed", metadata: ["error": "\(String(reflecting: error))"])
-                }
-                try await Task.sleep(for: interval)
-            }
+        await repeatUntilShutdown(every: interval, logger: logger, failure: "chaining audit entries failed") {
+            try await store.chainAudit()
         }
         // Whatever committed before the shutdown is chained before the server exits.
         try? await store.chainAudit()

@@ -11,16 +11,9 @@ struct CheckpointService: Service {
     let logger: Logger
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    let checkpoint = try await signer.checkpoint(store)
-                    logger.debug("audit checkpoint", metadata: ["size": "\(checkpoint.size)"])
-                } catch where !Task.isCancelled {
-                    logger.error("audit checkpoint failed", metadata: ["error": "\(String(reflecting: error))"])
-                }
-                try await Task.sleep(for: interval)
-            }
+        await repeatUntilShutdown(every: interval, logger: logger, failure: "audit checkpoint failed") { [store, signer, logger] in
+            let checkpoint = try await signer.checkpoint(store)
+            logger.debug("audit checkpoint", metadata: ["size": "\(checkpoint.size)"])
         }
     }
 }

@@ -12,15 +12,8 @@ struct ServiceController: Service {
     let logger: Logger
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await store.reconcileServices()
-                } catch where !Task.isCancelled {
-                    logger.error("service controller failed", metadata: ["error": "\(String(reflecting: error))"])
-                }
-                try await Task.sleep(for: interval)
-            }
+        await repeatUntilShutdown(every: interval, logger: logger, failure: "service controller failed") {
+            _ = try await store.reconcileServices()
         }
     }
 }
