@@ -44,16 +44,18 @@ extension Store {
         await notices.send(batches)
     }
 
-    /// A pass like ``schedulingPass()`` that also says where it spent its time: milliseconds per step (the commit
-    /// is what the caller measures beyond their sum), and the number of rule evaluations (for `comity-bench`).
+    /// A pass like ``schedulingPass()`` that also says where it spent its time: milliseconds per step, the commit
+    /// included, and the number of rule evaluations (`rule_evaluations`, a count). The server exports the steps as
+    /// `comity_scheduler_pass_part_seconds`; `comity-bench` reports them.
     package func timedSchedulingPass() async throws -> (result: PassResult, parts: [String: Double]) {
-        let timed = try await transaction { connection in
+        var timed = try await transaction { connection in
             var clock = PassClock(enabled: true)
             let result = try await pass(on: connection, clock: &clock)
-            return (result, clock.parts)
+            return (result, clock)
         }
+        timed.1.lap("commit")
         await wake(timed.0.woken)
-        return timed
+        return (timed.0, timed.1.parts)
     }
 
     /// Times the steps of a pass when enabled.
@@ -78,18 +80,30 @@ extension Store {
         }
     }
 
-    func pass(on connection: PostgresConnection, clock: inout PassClock) async throws -> PassResult {
-        try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
-        let reservations = try await connection.query(
-            """
+    /// The pass's own statements, prepared once per connection (see ``HotStatement``): parsed and planned once, or,
+    /// for those with values, planned for their values until PostgreSQL finds the plan for any value no costlier.
+    /// Planning the write took 1.3 ms against 0.7 ms to run it for one placement. Each statement's plan for any value
+    /// must be good at any size of the tables: the write finds the jobs it locks by their keys, never through an index
+    /// whose leading column it does not have (a generic plan once scanned all of `jobs_queue` for them).
+    enum PassReservations: HotStatement {
+        static let sql = """
             with gone as (
                 delete from reservations r
                 where r.expires_at < now() or not exists (select 1 from jobs j where j.id = r.job_id and j.state = 'queued')
                 returning job_id
             )
             select job_id, host_id from reservations where job_id not in (select job_id from gone)
-            """, logger: logger
-        ).decode((Int64, Int64).self).collect()
+            """
+    }
+    enum PassHead: HotStatement { static let sql = Store.queuedHeadQuery(limit: 0).sql }
+    enum PassHoldings: HotStatement { static let sql = Store.activeHoldingsSQL }
+    enum PassLiveHosts: HotStatement { static let sql = Store.liveHostsQuery(timeoutSeconds: 0).sql }
+    enum PassWrite: HotStatement { static let sql = Store.passWriteQuery([], policyVersion: "", leaseSeconds: 0).sql }
+
+    func pass(on connection: PostgresConnection, clock: inout PassClock) async throws -> PassResult {
+        try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
+        let reservations = try await run(PassReservations.self, PostgresQuery(unsafeSQL: PassReservations.sql), on: connection)
+            .map { try $0.decode((Int64, Int64).self) }
         clock.lap("lock_and_reservations")
         var head = try await queuedHead(on: connection)
         let reservedHost = Dictionary(reservations.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
@@ -128,8 +142,7 @@ extension Store {
             preemptible[row.job.id] = row.preemptible
         }
         clock.lap("job_classes")
-        let pool = try await availableHosts(context, sharing: sharing, on: connection)
-        clock.lap("usage_and_hosts")
+        let pool = try await availableHosts(context, sharing: sharing, poolGeneration: first.poolGeneration, on: connection, clock: &clock)
         let now = Date()
         let active = context.active(at: now)
         var memo = EligibilityMemo(snapshot: context.snapshot, classes: classFacts, hostKeys: pool.hostFacts, at: now)
@@ -194,12 +207,14 @@ extension Store {
         var sharingGeneration: Int64
         /// The service of a replica job (services spread their replicas over distinct hosts).
         var serviceID: Int64? = nil
+        /// The pool's generation (hosts joined, changed state or inventory) when the row was read.
+        var poolGeneration: Int64 = 0
     }
 
     static let queuedColumns = """
         j.id, j.cpu_millis, j.memory_bytes, j.gpus, j.gpu_model, j.gpu_memory_bytes, j.priority, j.project_id, j.partner_id, j.kind, j.inputs,
         j.max_runtime_seconds, j.preemptible, (select generation from policy_state), (select generation from sharing_state),
-        coalesce((j.spec->>'network')::boolean, false), j.service_id
+        coalesce((j.spec->>'network')::boolean, false), j.service_id, (select sum(generation)::bigint from pool_state)
         """
 
     /// The head of every project's queue: each project's first jobs (priority, then submission), the bounded head
@@ -208,11 +223,11 @@ extension Store {
     /// the number of projects, not of queued jobs. A project whose first jobs cannot run waits behind them, as a
     /// Slurm partition's does past its scheduling depth.
     func queuedHead(on connection: PostgresConnection) async throws -> [QueuedRow] {
-        try await decodeQueued(connection.query(PostgresQuery(unsafeSQL: Self.queuedHeadSQL(limit: configuration.passHeadLimit)), logger: logger))
+        try decodeQueued(try await run(PassHead.self, Self.queuedHeadQuery(limit: configuration.passHeadLimit), on: connection))
     }
 
-    /// The pass's queue-head select (also for `comity-bench scale`'s query plans). `limit` is a number of ours.
-    package static func queuedHeadSQL(limit: Int) -> String {
+    /// The pass's queue-head select (also for `comity-bench scale`'s query plans).
+    package static func queuedHeadQuery(limit: Int) -> PostgresQuery {
         """
         with recursive p(project_id) as (
             (select project_id from jobs where state = 'queued' order by project_id limit 1)
@@ -220,9 +235,9 @@ extension Store {
             select (select j.project_id from jobs j where j.state = 'queued' and j.project_id > p.project_id order by j.project_id limit 1)
             from p where p.project_id is not null
         ), n as (
-            select greatest(\(minimumPerProject), \(limit) / greatest(1, count(*))) as per_project from p where project_id is not null
+            select greatest(\(unescaped: String(minimumPerProject)), \(Int32(limit)) / greatest(1, count(*))) as per_project from p where project_id is not null
         )
-        select \(queuedColumns)
+        select \(unescaped: queuedColumns)
         from p cross join lateral (
             select * from jobs j where j.state = 'queued' and j.project_id = p.project_id
             order by j.priority desc, j.id limit (select per_project from n)
@@ -244,22 +259,25 @@ extension Store {
     static let minimumPerProject = 8
 
     func queuedJobs(_ ids: [Int64], on connection: PostgresConnection) async throws -> [QueuedRow] {
-        try await decodeQueued(
-            connection.query("select \(unescaped: Self.queuedColumns) from jobs j where j.id = any(\(ids)::bigint[]) and j.state = 'queued'", logger: logger))
+        try decodeQueued(
+            try await connection.query("select \(unescaped: Self.queuedColumns) from jobs j where j.id = any(\(ids)::bigint[]) and j.state = 'queued'", logger: logger)
+                .collect())
     }
 
-    private func decodeQueued(_ rows: PostgresRowSequence) async throws -> [QueuedRow] {
+    private func decodeQueued(_ rows: [PostgresRow]) throws -> [QueuedRow] {
         var result: [QueuedRow] = []
-        for try await (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing, network, service)
-            in rows.decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64, Bool, Int64?).self)
-        {
+        result.reserveCapacity(rows.count)
+        for row in rows {
+            let (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing, network, service, pool) =
+                try row.decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64, Bool, Int64?, Int64).self)
             result.append(
                 QueuedRow(
                     job: JobPolicyRow(
                         id: id, projectID: project, partnerID: partner, kind: JobKind(rawValue: kind) ?? .training, inputs: inputs, maxRuntimeSeconds: runtime,
                         network: network),
                     resources: ResourceRequest(cpuMillis: Int(cpu), memoryBytes: memory, gpus: Int(gpus), gpuModel: model, gpuMemoryBytes: gpuMemory),
-                    priority: Int(priority), preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing, serviceID: service))
+                    priority: Int(priority), preemptible: preemptible, policyGeneration: policy, sharingGeneration: sharing, serviceID: service,
+                    poolGeneration: pool))
         }
         return result
     }
@@ -283,7 +301,9 @@ extension Store {
         """
 
     func activeHoldings(on connection: PostgresConnection) async throws -> [Holding] {
-        try await connection.query(PostgresQuery(unsafeSQL: Self.activeHoldingsSQL), logger: logger).decode((Int64, Int64?, Int64?, Bool, Int64, Int64, String?).self).collect().map { host, partner, project, guest, cpu, memory, gpus in
+        try await run(PassHoldings.self, PostgresQuery(unsafeSQL: Self.activeHoldingsSQL), on: connection).map {
+            try $0.decode((Int64, Int64?, Int64?, Bool, Int64, Int64, String?).self)
+        }.map { host, partner, project, guest, cpu, memory, gpus in
             Holding(
                 hostID: host, partnerID: partner, projectID: project, guest: guest, cpuMillis: Int(cpu), memoryBytes: memory,
                 gpuIndices: Self.indices(gpus ?? ""))
@@ -333,8 +353,10 @@ extension Store {
         }
     }
 
-    /// The live hosts and the version of their inventories, in id order (also for `comity-bench scale`'s plans).
-    package static func liveHostsSQL(timeoutSeconds: Int) -> String {
+    /// The live hosts and the version of their inventories, in id order (also for `comity-bench scale`'s plans):
+    /// `active` hosts whose last heartbeat is younger than the host timeout (the reaper marks the others down within
+    /// a second, but it may not have run yet, as after the server started).
+    package static func liveHostsQuery(timeoutSeconds: Int) -> PostgresQuery {
         """
         select id, inventory_version from hosts
         where state = 'active' and last_heartbeat > now() - make_interval(secs => \(Double(timeoutSeconds)))
@@ -342,26 +364,40 @@ extension Store {
         """
     }
 
-    func availableHosts(_ context: PolicyContext, sharing: SharingContext, on connection: PostgresConnection) async throws -> Pool {
+    /// - Parameter poolGeneration: `pool_state`'s generation as read in this transaction; `nil` reads the live
+    ///   hosts in any case.
+    func availableHosts(
+        _ context: PolicyContext, sharing: SharingContext, poolGeneration: Int64? = nil, on connection: PostgresConnection, clock: inout PassClock
+    ) async throws -> Pool {
         let holdings = try await activeHoldings(on: connection)
         let used = Self.usageByHost(holdings)
+        clock.lap("usage")
         // What the pool is made of changes rarely (a host joins, leaves, or reports new resources; a rule or a GPU
         // weight changes): the hosts' decoded facts, keys and capacities are kept between passes and rebuilt only
-        // then. Each pass reads which hosts are live and their inventory versions, and what is allocated on them.
-        var live: [HostVersion] = []
-        for try await (id, version) in try await connection.query(
-            PostgresQuery(unsafeSQL: Self.liveHostsSQL(timeoutSeconds: configuration.hostTimeoutSeconds)), logger: logger
-        ).decode((Int64, Int64).self) {
-            live.append(HostVersion(id: id, version: version))
+        // then. While the pool's generation stands, the live hosts are not even read; when it moved, they are read
+        // with their inventory versions, and the base is rebuilt only if those differ. A host that goes silent
+        // leaves when the reaper marks it down (within its interval, a second), which moves the generation.
+        let kept = poolCache.base.withLock { $0 }.flatMap { kept in
+            kept.policyGeneration == context.generation && kept.sharingGeneration == sharing.generation ? kept : nil
         }
         let base: PoolBase
-        if let kept = poolCache.base.withLock({ $0 }), kept.live == live, kept.policyGeneration == context.generation,
-            kept.sharingGeneration == sharing.generation
-        {
+        if let kept, let poolGeneration, kept.poolGeneration == poolGeneration {
             base = kept
         } else {
-            base = try await poolBase(live, context: context, sharing: sharing, on: connection)
-            poolCache.base.withLock { $0 = base }
+            let live = try await run(
+                PassLiveHosts.self, Self.liveHostsQuery(timeoutSeconds: configuration.hostTimeoutSeconds), on: connection
+            ).map { row in
+                let (id, version) = try row.decode((Int64, Int64).self)
+                return HostVersion(id: id, version: version)
+            }
+            clock.lap("live_hosts")
+            var rebuilt = try await {
+                if let kept, kept.live == live { return kept }
+                return try await poolBase(live, context: context, sharing: sharing, on: connection)
+            }()
+            rebuilt.poolGeneration = poolGeneration ?? -1
+            base = rebuilt
+            poolCache.base.withLock { $0 = rebuilt }
         }
         var pool = Pool(
             hosts: [], hostFacts: base.hostFacts, factsByHost: base.factsByHost, capacity: base.capacity, partnerCapacity: base.partnerCapacity,
@@ -391,10 +427,16 @@ extension Store {
                 pool.hostGPUs[id] = try gpuCache.gpus(host: id, json: gpusText)
             }
         }
+        clock.lap("pool")
         return pool
     }
 
-    /// The pool's base as last built (see ``availableHosts(_:sharing:on:)``).
+    func availableHosts(_ context: PolicyContext, sharing: SharingContext, on connection: PostgresConnection) async throws -> Pool {
+        var clock = PassClock(enabled: false)
+        return try await availableHosts(context, sharing: sharing, on: connection, clock: &clock)
+    }
+
+    /// The pool's base as last built (see ``availableHosts(_:sharing:on:clock:)``).
     final class PoolCache: Sendable {
         let base = Mutex<PoolBase?>(nil)
         init() {}
@@ -410,6 +452,8 @@ extension Store {
     /// the facts the rules read of it, its key, and the capacities.
     struct PoolBase: Sendable {
         var live: [HostVersion]
+        /// `pool_state`'s generation this base stands for (-1: unknown).
+        var poolGeneration: Int64 = -1
         var policyGeneration: Int64
         var sharingGeneration: Int64
         var hosts: [HostAvailability]
@@ -485,24 +529,33 @@ extension Store {
     ///
     /// - Returns: how many placements were written, and the hosts they went to (to wake after the commit).
     func write(_ placements: [SharingRound.Placed], policyVersion: String, on connection: PostgresConnection) async throws -> (Int, [Int64]) {
+        let rows = try await run(
+            PassWrite.self, Self.passWriteQuery(placements, policyVersion: policyVersion, leaseSeconds: Double(configuration.leaseSeconds)), on: connection
+        ).map { try $0.decode((Int64, [Int64], Int64).self) }
+        return (Int(rows.first?.0 ?? 0), rows.first?.1 ?? [])
+    }
+
+    /// The write of a pass's placements (see ``write(_:policyVersion:on:)``).
+    static func passWriteQuery(_ placements: [SharingRound.Placed], policyVersion: String, leaseSeconds: Double) -> PostgresQuery {
         let jobs = placements.map(\.placement.jobID)
         let hosts = placements.map(\.placement.hostID)
         let gpus = placements.map { "{" + $0.placement.gpuIndices.map(String.init).joined(separator: ",") + "}" }
         let guests = placements.map(\.guest)
         let borrowed = placements.map(\.borrowed)
-        let rows = try await connection.query(
+        return
             """
             with p as (
                 select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[], \(guests)::boolean[], \(borrowed)::boolean[])
                     as p(job_id, host_id, gpus, guest, borrowed)
             ), locked as (
-                select id, attempts, cpu_millis, memory_bytes, partner_id, project_id from jobs
-                where id = any(\(jobs)::bigint[]) and state = 'queued' for no key update
+                select j.id, j.attempts, j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id
+                from unnest(\(jobs)::bigint[]) as k(id) join jobs j on j.id = k.id
+                where j.state = 'queued' for no key update of j
             ), a as (
                 insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
                                       partner_id, project_id, guest, borrowed)
                 select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
-                       now() + make_interval(secs => \(Double(configuration.leaseSeconds))), \(policyVersion), j.partner_id, j.project_id,
+                       now() + make_interval(secs => \(leaseSeconds)), \(policyVersion), j.partner_id, j.project_id,
                        p.guest, p.borrowed
                 from p join locked j on j.id = p.job_id
                 returning id, job_id, host_id, number, borrowed
@@ -526,9 +579,7 @@ extension Store {
                     from: "placed"))
             )
             select (select count(*) from a), coalesce((select array_agg(distinct host_id) from a), '{}'), (select n from audited)
-            """, logger: logger
-        ).decode((Int64, [Int64], Int64).self).collect()
-        return (Int(rows.first?.0 ?? 0), rows.first?.1 ?? [])
+            """
     }
 
     /// Ends attempts whose lease expired (the agent vanished): each becomes `lost`, and its job requeues while

@@ -128,7 +128,16 @@ struct MetricsSnapshot {
                 "total_s": .number(round1(value.seconds)),
             ])
         }
+        // Per step of a pass: the mean milliseconds (comity_scheduler_pass_part_seconds{part=...}).
+        var parts: [String: JSONValue] = [:]
+        for key in end.series.keys where key.hasPrefix("comity_scheduler_pass_part_seconds_count{") {
+            guard let part = label("part", in: key) else { continue }
+            let count = delta(key)
+            let sum = delta(key.replacingOccurrences(of: "_seconds_count{", with: "_seconds_sum{"))
+            if count > 0 { parts[part] = .number((sum / count * 1000 * 100).rounded() / 100) }
+        }
         return .object([
+            "pass_parts_mean_ms": .object(parts),
             "passes": .number(passes),
             "pass_seconds": .number(round1(passSeconds)),
             "pass_mean_ms": .number(passes > 0 ? round1(passSeconds / passes * 1000) : 0),

@@ -99,9 +99,10 @@ struct AgentMemoryCommand: AsyncParsableCommand {
                 "\(field) \(procStatusMiB(pid: pid, field: field).map { String(format: "%.1f", $0) } ?? "?")"
             }
             if ProcessInfo.processInfo.environment["BENCH_SMAPS"] != nil,
-                let smaps = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8)
+                // Read to the end: /proc files report size 0, and String(contentsOfFile:) stops at its first read.
+                let smaps = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps")?.readDataToEndOfFile()
             {
-                try? smaps.write(toFile: workDir + "/agent.smaps", atomically: true, encoding: .utf8)
+                FileManager.default.createFile(atPath: workDir + "/agent.smaps", contents: smaps)
             }
             say("agent-memory: idle VmRSS \(String(format: "%.1f", idleRSS)) MiB (\(parts.joined(separator: ", ")) MiB)")
 

@@ -201,6 +201,9 @@ struct Table {
         if !server.isEmpty {
             func m(_ key: String) -> String { Self.format(server[key].flatMap(numberOf)) }
             text += "\n    scheduler: \(m("passes")) passes, \(m("pass_seconds")) s in passes (mean \(m("pass_mean_ms")) ms), \(m("placements")) placements"
+            if case .object(let parts)? = server["pass_parts_mean_ms"], !parts.isEmpty {
+                text += "\n    pass steps, mean ms: " + parts.sorted { $0.key < $1.key }.map { "\($0.key) \(Self.format(numberOf($0.value)))" }.joined(separator: ", ")
+            }
             if case .object(let routes)? = server["routes"] {
                 let lines = routes.compactMap { route, value -> (String, Double, String)? in
                     guard case .object(let r) = value, let total = r["total_s"].flatMap(numberOf) else { return nil }

@@ -145,9 +145,10 @@ struct ScaleCommand: AsyncParsableCommand {
                     examined[key] = .number(Double(result.examined))
                     let rate = Double(result.placed) / (median / 1000)
                     rates[key] = .number(rate.rounded())
+                    // The commit is one of the parts; what is left is the begin and the wake-up after the commit.
                     var parts = breakdown.mapValues { JSONValue.number(round1($0)) }
                     let rest = max(0, median - breakdown.filter { $0.key != "rule_evaluations" }.values.reduce(0, +))
-                    parts["commit"] = .number(round1(rest))
+                    parts["other"] = .number(round1(rest))
                     breakdowns[key] = .object(parts)
                     if case .object(let cpu) = CPUSample.report(from: cpuStart, to: cpuEnd),
                         case .number(let other)? = cpu["other_cpu_s"], case .number(let capacity)? = cpu["machine_cpu_capacity_s"], capacity > 0
@@ -372,9 +373,9 @@ struct ScaleDatabase {
     // MARK: Where a pass spends its time
 
     // The pass's queries, as the store runs them.
-    static let headQuery = Store.queuedHeadSQL(limit: Store.Configuration().passHeadLimit)
+    static let headQuery = Store.queuedHeadQuery(limit: Store.Configuration().passHeadLimit)
     static let usageQuery = Store.activeHoldingsSQL
-    static let hostsQuery = Store.liveHostsSQL(timeoutSeconds: Store.Configuration().hostTimeoutSeconds)
+    static let hostsQuery = Store.liveHostsQuery(timeoutSeconds: Store.Configuration().hostTimeoutSeconds)
 
     // MARK: Plans
 

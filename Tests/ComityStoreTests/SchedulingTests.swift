@@ -274,7 +274,7 @@ struct SchedulingTests {
         }
     }
 
-    @Test("the pass keeps its decoded hosts only while they are unchanged: new resources, a new host and a silent one are seen")
+    @Test("the pass keeps its hosts only while they are unchanged: new resources, a new host, a silent one and a drained one are seen")
     func poolFollowsInventory() async throws {
         try await TestDatabase.withDatabase { client, _ in
             let seed = try await TestDatabase.seeded(client)
@@ -285,19 +285,27 @@ struct SchedulingTests {
             // A plain heartbeat leaves the inventory's version alone; new resources move it, and the next pass uses them.
             let version = { try await client.query("select inventory_version from hosts where id = \(first.host)", logger: TestDatabase.logger)
                 .decode(Int64.self).collect() }
+            // So does the pool's generation: a pass that finds it unmoved does not even read the live hosts.
+            let generation = { try await client.query("select sum(generation)::bigint from pool_state", logger: TestDatabase.logger)
+                .decode(Int64.self).collect() }
             let before = try await version()
+            let generationBefore = try await generation()
             _ = try await store.heartbeat(host: first.host, HeartbeatRequest(attempts: []))
             #expect(try await version() == before)
+            #expect(try await generation() == generationBefore)
             #expect(try await store.schedulingPass().placed == 0)
             _ = try await store.heartbeat(
                 host: first.host, HeartbeatRequest(attempts: [], resources: HostResources(cpuMillis: 3000, memoryBytes: 32 << 30, gpus: [])))
             #expect(try await version() != before)
+            #expect(try await generation() != generationBefore)
             #expect(try await store.schedulingPass().placed == 1)
             // A new host joins the pool.
             let second = try await seed.enroll("h2", cpus: 2)
             #expect(try await store.schedulingPass().placed == 2)
-            // A host that stopped heartbeating leaves it: its jobs end and the new ones go to the other host only.
+            // A host that stopped heartbeating leaves it once the reaper marked it down: its jobs end and the new ones go
+            // to the other host only.
             try await client.query("update hosts set last_heartbeat = now() - interval '1 hour' where id = \(second.host)", logger: TestDatabase.logger)
+            try await store.reap()
             try await client.query("update attempts set state = 'succeeded', ended_at = now() where host_id = \(second.host)", logger: TestDatabase.logger)
             #expect(try await store.schedulingPass().placed == 0)
             try await client.query("update attempts set state = 'succeeded', ended_at = now() where host_id = \(first.host)", logger: TestDatabase.logger)
@@ -305,6 +313,11 @@ struct SchedulingTests {
             let hosts = try await client.query(
                 "select distinct host_id from attempts where state = 'assigned'", logger: TestDatabase.logger).decode(Int64.self).collect()
             #expect(hosts == [first.host])
+            // A host whose state takes it out of the pool (draining) leaves at once.
+            try await client.query("update attempts set state = 'succeeded', ended_at = now() where host_id = \(first.host)", logger: TestDatabase.logger)
+            try await client.query("update hosts set state = 'draining' where id = \(first.host)", logger: TestDatabase.logger)
+            _ = try await seed.submit("j6")
+            #expect(try await store.schedulingPass().placed == 0)
         }
     }
 }

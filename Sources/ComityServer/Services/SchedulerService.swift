@@ -13,17 +13,25 @@ struct SchedulerService: Service {
     let interval: Duration
     let logger: Logger
     let passTimer = Metrics.Timer(label: "comity_scheduler_pass_seconds", preferredDisplayUnit: .seconds)
+    // The steps of a pass (see `Store.timedSchedulingPass`); their clock costs a few reads of the time per pass.
     let placements = Counter(label: "comity_placements_total")
 
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
+            // Where passes spend their time, per step (`comity_scheduler_pass_part_seconds{part=...}`).
+            var partTimers: [String: Metrics.Timer] = [:]
             while !Task.isCancelled {
                 let generation = notifier.generation(of: .scheduler)
                 var again = false
                 do {
                     let start = ContinuousClock.now
-                    let result = try await store.schedulingPass()
+                    let (result, parts) = try await store.timedSchedulingPass()
                     passTimer.record(duration: ContinuousClock.now - start)
+                    for (part, ms) in parts where part != "rule_evaluations" {
+                        let timer = partTimers[part] ?? Metrics.Timer(label: "comity_scheduler_pass_part_seconds", dimensions: [("part", part)], preferredDisplayUnit: .seconds)
+                        partTimers[part] = timer
+                        timer.recordNanoseconds(Int64(ms * 1_000_000))
+                    }
                     placements.increment(by: result.placed)
                     if result.placed > 0 {
                         logger.debug("scheduling pass", metadata: [
