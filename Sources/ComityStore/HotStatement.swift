@@ -44,4 +44,9 @@ extension Store {
         }
         return rows
     }
+
+    /// Runs `statement`, which has no values, on `connection`.
+    func run<Statement: HotStatement>(_ statement: Statement.Type, on connection: PostgresConnection) async throws -> [PostgresRow] {
+        try await run(statement, PostgresQuery(unsafeSQL: Statement.sql), on: connection)
+    }
 }

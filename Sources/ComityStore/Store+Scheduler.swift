@@ -27,12 +27,7 @@ extension Store {
     /// statement; agents of the chosen hosts are woken by `NOTIFY`. Then, for jobs that could not start, plan
     /// reclaims (see ``planReclaims(_:on:)``).
     package func schedulingPass() async throws -> PassResult {
-        let result = try await transaction { connection in
-            var clock = PassClock(enabled: false)
-            return try await pass(on: connection, clock: &clock)
-        }
-        await wake(result.woken)
-        return result
+        try await runPass(timed: false).result
     }
 
     /// Wakes the agents of `hosts` (500 hosts per notification, well under PostgreSQL's 8,000-byte payload limit).
@@ -48,14 +43,19 @@ extension Store {
     /// included, and the number of rule evaluations (`rule_evaluations`, a count). The server exports the steps as
     /// `comity_scheduler_pass_part_seconds`; `comity-bench` reports them.
     package func timedSchedulingPass() async throws -> (result: PassResult, parts: [String: Double]) {
-        var timed = try await transaction { connection in
-            var clock = PassClock(enabled: true)
+        try await runPass(timed: true)
+    }
+
+    /// One pass in its transaction, then the wake-up of the hosts it gave work.
+    private func runPass(timed: Bool) async throws -> (result: PassResult, parts: [String: Double]) {
+        var (result, clock) = try await transaction { connection in
+            var clock = PassClock(enabled: timed)
             let result = try await pass(on: connection, clock: &clock)
             return (result, clock)
         }
-        timed.1.lap("commit")
-        await wake(timed.0.woken)
-        return (timed.0, timed.1.parts)
+        clock.lap("commit")
+        await wake(result.woken)
+        return (result, clock.parts)
     }
 
     /// Times the steps of a pass when enabled.
@@ -103,8 +103,7 @@ extension Store {
 
     func pass(on connection: PostgresConnection, clock: inout PassClock) async throws -> PassResult {
         try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
-        let reservations = try await run(PassReservations.self, PostgresQuery(unsafeSQL: PassReservations.sql), on: connection)
-            .map { try $0.decode((Int64, Int64).self) }
+        let reservations = try await run(PassReservations.self, on: connection).map { try $0.decode((Int64, Int64).self) }
         clock.lap("lock_and_reservations")
         var head = try await queuedHead(on: connection)
         let reservedHost = Dictionary(reservations.map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
@@ -302,7 +301,7 @@ extension Store {
         """
 
     func activeHoldings(on connection: PostgresConnection) async throws -> [Holding] {
-        try await run(PassHoldings.self, PostgresQuery(unsafeSQL: Self.activeHoldingsSQL), on: connection).map {
+        try await run(PassHoldings.self, on: connection).map {
             try $0.decode((Int64, Int64?, Int64?, Bool, Int64, Int64, String?).self)
         }.map { host, partner, project, guest, cpu, memory, gpus in
             Holding(
@@ -392,10 +391,12 @@ extension Store {
                 return HostVersion(id: id, version: version)
             }
             clock.lap("live_hosts")
-            var rebuilt = try await {
-                if let kept, kept.live == live { return kept }
-                return try await poolBase(live, context: context, sharing: sharing, on: connection)
-            }()
+            var rebuilt: PoolBase
+            if let kept, kept.live == live {
+                rebuilt = kept
+            } else {
+                rebuilt = try await poolBase(live, context: context, sharing: sharing, on: connection)
+            }
             rebuilt.poolGeneration = poolGeneration ?? -1
             base = rebuilt
             poolCache.base.withLock { $0 = rebuilt }

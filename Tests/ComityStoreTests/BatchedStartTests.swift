@@ -45,8 +45,6 @@ struct BatcherTests {
 
 @Suite("Agent starts written in batches", .enabled(if: TestDatabase.isAvailable, "needs COMITY_TEST_PG_URL (run ops/test)"))
 struct BatchedStartTests {
-    let logger = TestDatabase.logger
-
     @Test("many concurrent starts: each assigned attempt starts once, with its event and ledger entry; others are refused")
     func concurrentStarts() async throws {
         try await TestDatabase.withDatabase { client, _ in
@@ -83,13 +81,10 @@ struct BatchedStartTests {
                     #expect(!ack.current, "attempt \(attempt) started from another host")
                 }
             }
-            let running = try await client.query("select count(*) from jobs where state = 'running'", logger: logger).decode(Int64.self).collect()
-            #expect(running == [32])
-            let events = try await client.query("select count(*) from job_events where kind = 'running'", logger: logger).decode(Int64.self).collect()
-            #expect(events == [32])
+            #expect(try await client.number("select count(*) from jobs where state = 'running'") == 32)
+            #expect(try await client.number("select count(*) from job_events where kind = 'running'") == 32)
             try await store.chainAudit()
-            let started = try await client.query("select count(*) from audit_log where kind = 'started'", logger: logger).decode(Int64.self).collect()
-            #expect(started == [32])
+            #expect(try await client.number("select count(*) from audit_log where kind = 'started'") == 32)
         }
     }
 
@@ -147,13 +142,9 @@ struct BatchedStartTests {
                 let expected: [JobState] = [.succeeded, .queued, .failed, .failed]
                 #expect(view.state == expected[index % 4], "job \(index)")
             }
-            let ended = try await client.query(
-                "select count(*) from job_events where kind in ('succeeded', 'failed') and attempt_id is not null", logger: logger
-            ).decode(Int64.self).collect()
-            #expect(ended == [32])
+            #expect(try await client.number("select count(*) from job_events where kind in ('succeeded', 'failed') and attempt_id is not null") == 32)
             try await store.chainAudit()
-            let entries = try await client.query("select count(*) from audit_log where kind = 'ended'", logger: logger).decode(Int64.self).collect()
-            #expect(entries == [32])
+            #expect(try await client.number("select count(*) from audit_log where kind = 'ended'") == 32)
         }
     }
 

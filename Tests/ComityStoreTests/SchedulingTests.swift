@@ -283,11 +283,9 @@ struct SchedulingTests {
             for index in 0..<6 { _ = try await seed.submit("j\(index)") }
             #expect(try await store.schedulingPass().placed == 2)
             // A plain heartbeat leaves the inventory's version alone; new resources move it, and the next pass uses them.
-            let version = { try await client.query("select inventory_version from hosts where id = \(first.host)", logger: TestDatabase.logger)
-                .decode(Int64.self).collect() }
+            let version = { try await client.number("select inventory_version from hosts where id = \(first.host)") }
             // So does the pool's generation: a pass that finds it unmoved does not even read the live hosts.
-            let generation = { try await client.query("select sum(generation)::bigint from pool_state", logger: TestDatabase.logger)
-                .decode(Int64.self).collect() }
+            let generation = { try await client.number("select sum(generation)::bigint from pool_state") }
             let before = try await version()
             let generationBefore = try await generation()
             _ = try await store.heartbeat(host: first.host, HeartbeatRequest(attempts: []))

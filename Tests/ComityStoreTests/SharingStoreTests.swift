@@ -44,7 +44,7 @@ struct SharingStoreTests {
 
         /// The single number a `select count(*)` returns.
         func count(_ query: PostgresQuery, on client: PostgresClient) async throws -> Int64 {
-            try await client.query(query, logger: TestDatabase.logger).decode(Int64.self).collect().first ?? -1
+            try await client.number(query)
         }
 
         func queued(_ jobs: [Int64]) async throws -> [Int64] {

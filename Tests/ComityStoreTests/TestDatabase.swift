@@ -103,3 +103,10 @@ enum TestDatabase {
         }
     }
 }
+
+extension PostgresClient {
+    /// The single number a query such as `select count(*) …` returns (-1 when it returns no row).
+    func number(_ query: PostgresQuery) async throws -> Int64 {
+        try await self.query(query, logger: TestDatabase.logger).decode(Int64.self).collect().first ?? -1
+    }
+}

@@ -13,12 +13,12 @@ struct SchedulerService: Service {
     let interval: Duration
     let logger: Logger
     let passTimer = Metrics.Timer(label: "comity_scheduler_pass_seconds", preferredDisplayUnit: .seconds)
-    // The steps of a pass (see `Store.timedSchedulingPass`); their clock costs a few reads of the time per pass.
     let placements = Counter(label: "comity_placements_total")
 
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
-            // Where passes spend their time, per step (`comity_scheduler_pass_part_seconds{part=...}`).
+            // Where passes spend their time, per step (`comity_scheduler_pass_part_seconds{part=...}`, see
+            // `Store.timedSchedulingPass`); its clock costs a few reads of the time per pass.
             var partTimers: [String: Metrics.Timer] = [:]
             while !Task.isCancelled {
                 let generation = notifier.generation(of: .scheduler)
