@@ -6,6 +6,31 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// The release comity-agent is the binary a partner copies to a host (ops/build-agent-static strips and packs it).
+// - The Swift runtime and Foundation are linked in, so it runs where no Swift toolchain is; it needs glibc 2.35
+//   (Ubuntu 22.04) or newer.
+// - lld lays out the functions an agent runs (Sources/comity-agent/symbol-order.txt, written by
+//   ops/agent-symbol-order) next to each other. The kernel maps a binary's pages in blocks around each one touched:
+//   scattered over 28 MB of code, 2 MB of functions kept 17-19 MB of it resident.
+// - It exports no symbols, so the loader does not consult its table for every symbol a system library binds.
+// - No DWARF; the symbol table stays, for backtraces.
+// Idle RSS: 36.1 MB linked to the shared libraries, 23.7 MB so (docs/performance.md, "Round 5").
+// Debug builds, which the tests run, stay dynamic and link fast.
+let agentReleaseLinkerSettings: [LinkerSetting] = [
+    .unsafeFlags(
+        [
+            "-static-stdlib", "-use-ld=lld",
+            "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/Sources/comity-agent/symbol-order.txt",
+            "-Xlinker", "--no-warn-symbol-ordering",
+            "-Xlinker", "--no-export-dynamic", "-Xlinker", "--strip-debug",
+            // What `import Foundation` autolinks when compiled for the static runtime (--static-swift-stdlib);
+            // these objects were compiled for the shared one, whose module names only the top libraries.
+            "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCShims", "-l_FoundationCollections",
+        ],
+        .when(platforms: [.linux], configuration: .release)
+    )
+]
+
 let package = Package(
     name: "comity",
     platforms: [.macOS(.v15)],
@@ -132,7 +157,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: swiftSettings
+            exclude: ["symbol-order.txt"],
+            swiftSettings: swiftSettings,
+            linkerSettings: agentReleaseLinkerSettings
         ),
         .executableTarget(
             name: "comity",
