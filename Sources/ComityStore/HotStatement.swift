@@ -50,3 +50,16 @@ extension Store {
         try await run(statement, PostgresQuery(unsafeSQL: Statement.sql), on: connection)
     }
 }
+
+/// Reads a row's cells in order, each decoded on its own. For hot rows with many columns: PostgresNIO's decode of a
+/// whole tuple (`row.decode((A, B, …).self)`) resolves the tuple's type in the Swift runtime on every call.
+struct Cells {
+    private var iterator: PostgresRow.Iterator
+
+    init(_ row: PostgresRow) { iterator = row.makeIterator() }
+
+    mutating func next<T: PostgresDecodable>(_: T.Type) throws -> T {
+        guard let cell = iterator.next() else { throw StoreError(.database, "a row has fewer columns than its query selects") }
+        return try cell.decode(T.self)
+    }
+}

@@ -268,8 +268,15 @@ extension Store {
         var result: [QueuedRow] = []
         result.reserveCapacity(rows.count)
         for row in rows {
-            let (id, cpu, memory, gpus, model, gpuMemory, priority, project, partner, kind, inputs, runtime, preemptible, policy, sharing, network, service, pool) =
-                try row.decode((Int64, Int32, Int64, Int32, String?, Int64?, Int32, Int64, Int64, String, [String], Int64, Bool, Int64, Int64, Bool, Int64?, Int64).self)
+            // Cell by cell: a pass decodes up to 2,000 of these rows, and PostgresNIO's decode of an 18-column
+            // tuple looked the tuple's type up in the runtime for every row.
+            var cells = Cells(row)
+            let id = try cells.next(Int64.self), cpu = try cells.next(Int32.self), memory = try cells.next(Int64.self)
+            let gpus = try cells.next(Int32.self), model = try cells.next(String?.self), gpuMemory = try cells.next(Int64?.self)
+            let priority = try cells.next(Int32.self), project = try cells.next(Int64.self), partner = try cells.next(Int64.self)
+            let kind = try cells.next(String.self), inputs = try cells.next([String].self), runtime = try cells.next(Int64.self)
+            let preemptible = try cells.next(Bool.self), policy = try cells.next(Int64.self), sharing = try cells.next(Int64.self)
+            let network = try cells.next(Bool.self), service = try cells.next(Int64?.self), pool = try cells.next(Int64.self)
             result.append(
                 QueuedRow(
                     job: JobPolicyRow(
@@ -525,9 +532,9 @@ extension Store {
         return base
     }
 
-    /// Writes placements in one statement: it locks only the jobs being placed (not the whole head: row locks are
-    /// written to disk) and skips any that stopped being queued since the head was read (a cancel committed in
-    /// between), then inserts the attempts, updates the jobs and records the events and audit entries.
+    /// Writes placements in one statement: it moves only the jobs being placed to `assigned` (not the whole head: row
+    /// locks are written to disk), skipping any that stopped being queued since the head was read (a cancel committed
+    /// in between), then inserts their attempts and records the events and audit entries.
     ///
     /// - Returns: how many placements were written, and the hosts they went to (to wake after the commit).
     ///
@@ -560,30 +567,30 @@ extension Store {
             with p as (
                 select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[], \(guests)::boolean[], \(borrowed)::boolean[])
                     as p(job_id, host_id, gpus, guest, borrowed)
-            ), locked as (
-                select j.id, j.attempts, j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id
-                from unnest(\(jobs)::bigint[]) as k(id) join jobs j on j.id = k.id
-                where j.state = 'queued' for no key update of j
-            ), a as (
-                insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
-                                      partner_id, project_id, guest, borrowed)
-                select p.job_id, p.host_id, j.attempts + 1, j.cpu_millis, j.memory_bytes, p.gpus::integer[],
-                       now() + make_interval(secs => \(leaseSeconds)), \(policyVersion), j.partner_id, j.project_id,
-                       p.guest, p.borrowed
-                from p join locked j on j.id = p.job_id
-                returning id, job_id, host_id, number, borrowed
-            ), reserved as (
-                delete from reservations where job_id in (select job_id from a)
             ), u as (
-                update jobs j set state = 'assigned', current_attempt = a.id, attempts = a.number
-                from a where j.id = a.job_id
+                -- Locks, checks and moves each job in one step, and numbers its attempt: a job that stopped being
+                -- queued since the head was read (a cancel committed in between) is skipped. Locking the jobs first
+                -- and updating them after the attempts were inserted wrote each job twice.
+                update jobs j set state = 'assigned', current_attempt = nextval('attempts_id_seq'), attempts = j.attempts + 1
+                from p where j.id = p.job_id and j.state = 'queued'
+                returning j.current_attempt as id, j.id as job_id, p.host_id, j.attempts as number, p.gpus, p.guest, p.borrowed,
+                          j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id
+            ), a as (
+                insert into attempts (id, job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
+                                      partner_id, project_id, guest, borrowed)
+                overriding system value
+                select u.id, u.job_id, u.host_id, u.number, u.cpu_millis, u.memory_bytes, u.gpus::integer[],
+                       now() + make_interval(secs => \(leaseSeconds)), \(policyVersion), u.partner_id, u.project_id, u.guest, u.borrowed
+                from u
+            ), reserved as (
+                delete from reservations where job_id in (select job_id from u)
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
-                select a.job_id, a.id, 'assigned', 'try ' || a.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
-                       || case when a.borrowed then '; borrowed capacity beyond its partner''s share: preemptible' else '' end
-                from a join hosts h on h.id = a.host_id
+                select u.job_id, u.id, 'assigned', 'try ' || u.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
+                       || case when u.borrowed then '; borrowed capacity beyond its partner''s share: preemptible' else '' end
+                from u join hosts h on h.id = u.host_id
             ), placed as (
-                select a.*, p.gpus, \(policyVersion)::text as policy from a join p on p.job_id = a.job_id
+                select u.*, \(policyVersion)::text as policy from u
             ), audited as (
                 \(unescaped: Self.auditRows(
                     kind: "'placed'", actor: "'scheduler'",
@@ -591,7 +598,7 @@ extension Store {
                     policy: "x.policy",
                     from: "placed"))
             )
-            select (select count(*) from a), coalesce((select array_agg(distinct host_id) from a), '{}'), (select n from audited)
+            select (select count(*) from u), coalesce((select array_agg(distinct host_id) from u), '{}'), (select n from audited)
             """
     }
 

@@ -200,6 +200,51 @@ struct SchedulingTests {
         }
     }
 
+    @Test(
+        "the pass's write places only jobs still queued: one cancelled after the head was read gets no attempt, event or audit entry",
+        arguments: [3, 40])  // the prepared write (up to Store.preparedWriteLimit placements) and the one planned for its arrays
+    func writeSkipsJobsNoLongerQueued(count: Int) async throws {
+        try await TestDatabase.withDatabase { client, _ in
+            let seed = try await TestDatabase.seeded(client)
+            let host = try await seed.enroll("h", cpus: 64, memory: 256 << 30)
+            var jobs: [Int64] = []
+            for index in 0..<count { jobs.append(try await seed.submit("j\(index)")) }
+            let cancelled = jobs[1]
+            _ = try await seed.store.cancel(job: cancelled, scope: .all, by: seed.admin)
+            let placements = jobs.map {
+                SharingRound.Placed(
+                    placement: Placement(jobID: $0, hostID: host.host, gpuIndices: []), partnerID: 0, projectID: 0, holding: .zero,
+                    guest: false, borrowed: false)
+            }
+            let (placed, woken) = try await seed.store.transaction { connection in
+                try await seed.store.write(placements, policyVersion: "v-test", on: connection)
+            }
+            #expect(placed == count - 1)
+            #expect(woken == [host.host])
+            #expect(try await seed.state(cancelled).state == .cancelled)
+            #expect(try await client.number("select count(*) from attempts where job_id = \(cancelled)") == 0)
+            #expect(try await client.number("select count(*) from job_events where job_id = \(cancelled) and kind = 'assigned'") == 0)
+            // Every other job is assigned to its one attempt, which carries the job's numbers; one event and one
+            // audit entry each.
+            let others = jobs.filter { $0 != cancelled }
+            #expect(
+                try await client.number(
+                    """
+                    select count(*) from jobs j join attempts a on a.id = j.current_attempt
+                    where j.id = any(\(others)) and j.state = 'assigned' and j.attempts = 1 and a.job_id = j.id and a.number = 1
+                      and a.host_id = \(host.host) and a.state = 'assigned' and a.cpu_millis = j.cpu_millis and a.policy_version = 'v-test'
+                    """) == Int64(count - 1))
+            #expect(try await client.number("select count(*) from attempts") == Int64(count - 1))
+            #expect(try await client.number("select count(*) from job_events where kind = 'assigned' and job_id = any(\(others))") == Int64(count - 1))
+            #expect(
+                try await client.number(
+                    """
+                    select count(*) from (select kind, job_id from audit_pending union all select kind, job_id from audit_log) e
+                    where e.kind = 'placed'
+                    """) == Int64(count - 1))
+        }
+    }
+
     @Test("logs: a chunk is stored once however often it is sent; output past the bound is dropped and flagged")
     func logsAreIdempotentAndBounded() async throws {
         try await TestDatabase.withDatabase { client, _ in
