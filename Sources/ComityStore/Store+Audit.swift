@@ -84,15 +84,19 @@ extension Store {
     /// job's inputs. An empty `source` appends nothing.
     ///
     /// The arguments are SQL expressions written in this module, never input.
-    static func auditRows(kind: String, actor: String, body: String, policy: String = "''", from source: String) -> String {
+    ///
+    /// `jobColumns`: the rows carry their job's `partner_id`, `inputs` and `permitted_jurisdictions` themselves (no
+    /// lookup of each job).
+    static func auditRows(kind: String, actor: String, body: String, policy: String = "''", from source: String, jobColumns: Bool = false) -> String {
         let order = "order by x.job_id, x.host_id"
+        let job = jobColumns ? "cross join lateral (select x.partner_id, x.inputs, x.permitted_jurisdictions) j" : "join jobs j on j.id = x.job_id"
         return """
             select audit_append(
                 array_agg((\(kind))::text \(order)), array_agg((\(actor))::text \(order)), array_agg(x.job_id \(order)), array_agg(x.host_id \(order)),
                 array_agg(case when jp.name = hp.name then jp.name else jp.name || ',' || hp.name end \(order)),
                 array_agg(h.region \(order)), array_agg(array_to_string(j.inputs, ',') \(order)), array_agg((\(policy))::text \(order)),
                 array_agg((\(body))::text \(order))) as n
-            from \(source) x join jobs j on j.id = x.job_id join partners jp on jp.id = j.partner_id
+            from \(source) x \(job) join partners jp on jp.id = j.partner_id
             join hosts h on h.id = x.host_id join partners hp on hp.id = h.partner_id
             """
     }

@@ -574,7 +574,7 @@ extension Store {
                 update jobs j set state = 'assigned', current_attempt = nextval('attempts_id_seq'), attempts = j.attempts + 1
                 from p where j.id = p.job_id and j.state = 'queued'
                 returning j.current_attempt as id, j.id as job_id, p.host_id, j.attempts as number, p.gpus, p.guest, p.borrowed,
-                          j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id
+                          j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id, j.inputs, j.permitted_jurisdictions
             ), a as (
                 insert into attempts (id, job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
                                       partner_id, project_id, guest, borrowed)
@@ -596,7 +596,7 @@ extension Store {
                     kind: "'placed'", actor: "'scheduler'",
                     body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' when x.borrowed then 'borrowed' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
                     policy: "x.policy",
-                    from: "placed"))
+                    from: "placed", jobColumns: true))
             )
             select (select count(*) from u), coalesce((select array_agg(distinct host_id) from u), '{}'), (select n from audited)
             """

@@ -101,6 +101,16 @@ struct SovereigntyStoreTests {
             #expect(try await pool.seed.state(jobs[1]).state == .queued)
             #expect(try await pool.seed.state(jobs[2]).state == .queued)
             #expect(try await pool.host(of: free) == "de-1")
+            // Each placement's audit entry names the job's datasets, both partners, the host's region and the
+            // jurisdictions the job was permitted.
+            let placed = try await pool.store.auditEntries(AuditFilter(kind: "placed"), after: 0, limit: 10)
+            let bound = try #require(placed.first { $0.jobId == jobs[0] })
+            #expect(bound.datasets == ["ke-health"] && bound.partners == ["uon"] && bound.region == "ke-nbo-1")
+            #expect(bound.body.contains("\"permitted\" : [\"KE\"]") && bound.body.contains("\"class\" : \"own\""), "\(bound.body)")
+            let guest = try #require(placed.first { $0.jobId == free })
+            // uon's job on tum's host, beyond uon's one contributed CPU: borrowed (preemptible).
+            #expect(guest.datasets == [] && guest.partners == ["uon", "tum"] && guest.region == "eu-de-1", "\(guest)")
+            #expect(guest.body.contains("\"class\" : \"borrowed\"") && guest.body.contains("\"permitted\" : null"), "\(guest.body)")
             let why = try #require(try await pool.store.why(job: jobs[1], scope: .all))
             #expect(why.outcome == .pending)
             #expect(why.summary.hasPrefix("1/2 hosts eligible: 1 RESIDENCY(ke-health: KE only)"), "\(why.summary)")
