@@ -147,7 +147,7 @@ extension Store {
         ), audited as (
             \(unescaped: Self.auditRows(kind: "'started'", actor: "'agent'", body: "json_build_object('attempt', x.attempt)", from: "starting"))
         )
-        select a.id, a.host_id, a.job_id, (select n from audited), (select count(*) from j) from a
+        select a.id, a.host_id, a.job_id, (select count(*) from audited), (select count(*) from j) from a
         """
     }
 

@@ -167,7 +167,7 @@ extension Store {
                 body: "json_build_object('attempt', x.attempt, 'outcome', x.outcome, 'exit_code', x.exit_code, 'reason', x.reason, 'job_state', x.job_state)",
                 from: "ending"))
         )
-        select (select n from audited)
+        select (select count(*) from audited)
         """
     }
 }

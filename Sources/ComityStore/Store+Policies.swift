@@ -491,7 +491,7 @@ extension Store {
                     kind: "x.event", actor: "'server'", body: "json_build_object('attempt', x.id, 'reason', x.reason, 'requeued', true)",
                     from: "stopping"))
             )
-            select a.job_id, a.host_id, (select n from audited) from a
+            select a.job_id, a.host_id, (select count(*) from audited) from a
             """, logger: logger
         ).decode((Int64, Int64, Int64).self).collect()
         for (job, host, _) in rows {

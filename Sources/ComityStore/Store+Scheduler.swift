@@ -598,7 +598,7 @@ extension Store {
                     policy: "x.policy",
                     from: "placed", jobColumns: true))
             )
-            select (select count(*) from u), coalesce((select array_agg(distinct host_id) from u), '{}'), (select n from audited)
+            select (select count(*) from u), coalesce((select array_agg(distinct host_id) from u), '{}'), (select count(*) from audited)
             """
     }
 
@@ -679,7 +679,7 @@ extension Store {
                     \(unescaped: Self.auditRows(
                         kind: "'lost'", actor: "'reaper'", body: "json_build_object('attempt', x.id, 'reason', 'lease expired')", from: "lost"))
                 )
-                select n from audited
+                select count(*) from audited
                 """, logger: logger)
             if !jobIDs.isEmpty {
                 try await connection.query(
