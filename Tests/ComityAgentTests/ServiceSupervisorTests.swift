@@ -274,19 +274,24 @@ struct ServiceSupervisorTests {
     @Test("a process that stayed healthy long enough is restarted after the first delay again")
     func backoffResets() async throws {
         let harness = try ServiceHarness()
-        // Serves for 1.5 s after its first health check (so it was healthy for longer than `resetAfter` however
-        // slowly it started on a loaded machine), then fails.
+        // Fails after answering its fourth health check. The supervisor sends a check only after it has handled the
+        // last answer and waited `healthInterval` (100 ms), so the process has been healthy in the supervisor's
+        // eyes for at least 300 ms, longer than `resetAfter`, however slowly a loaded machine runs it. (A timer of
+        // 1.5 s from the first check was not enough under load: the supervisor once saw the first answer so late
+        // that the process seemed healthy for under 200 ms.)
         let failLater = """
-            import http.server, os, threading
-            checked = []
+            import http.server, os
+            served = [0]
             class Handler(http.server.BaseHTTPRequestHandler):
                 def do_GET(self):
-                    if not checked:
-                        checked.append(1)
-                        threading.Timer(1.5, lambda: os._exit(1)).start()
                     self.send_response(200 if self.path == "/healthz" else 404)
                     self.end_headers()
                     self.wfile.write(b"ok")
+                    self.wfile.flush()
+                    if self.path == "/healthz":
+                        served[0] += 1
+                        if served[0] >= 4:
+                            os._exit(1)
                 def log_message(self, *args):
                     pass
             http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
