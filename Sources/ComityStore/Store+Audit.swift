@@ -4,8 +4,8 @@ import Foundation
 import Logging
 import PostgresNIO
 
-/// The audit ledger: appends happen inside the statements and transactions that make the changes they record
-/// (`audit_append`, migrations/0003_audit.sql and 0010_audit_sequencer.sql, writes them to `audit_pending`); the
+/// The audit ledger: appends happen inside the statements and transactions that make the changes they record (rows
+/// of `audit_pending`: ``auditInsert`` for many at once, `audit_append1` of migration 0003 for one); the
 /// sequencer (``chainAudit()``) chains them; reading, checkpoints and verification support are here.
 extension Store {
     /// Chains every committed pending entry (in batches, each its own transaction under the ledger's lock).
@@ -108,6 +108,14 @@ extension Store {
             from: "\(source) x join jobs j on j.id = x.job_id join partners jp on jp.id = j.partner_id", order: "x.job_id")
     }
 
+    /// SQL of a CTE body appending a `submitted` entry per row of the CTE `inserted` (the new jobs, aliased `x`, with
+    /// `id` and `inputs`), in id order. The CTE `who` (aliased `w`) holds `actor` and the project's `partner`.
+    static func auditSubmitted(body: String) -> String {
+        auditInsert(
+            kind: "'submitted'", actor: "w.actor", job: "x.id", host: "null::bigint", partners: "array[w.partner]", region: "''",
+            datasets: "x.inputs", policy: "''", body: body, from: "inserted x cross join who w", order: "x.id")
+    }
+
     /// SQL appending a `host-down` entry per row of a CTE `down` (hosts just marked down: id, name, region,
     /// partner_id). `reason` is a fixed text of this module.
     static func auditHostsDown(reason: String) -> String {
@@ -117,8 +125,8 @@ extension Store {
             from: "down d join partners p on p.id = d.partner_id", order: "d.id")
     }
 
-    /// Appends a row of `audit_pending` per row of `from`, in `order`, as `audit_append` (migration 0010) does with
-    /// arrays: the time of the append, and empty text and lists for missing values. Inserting from the rows
+    /// Appends a row of `audit_pending` per row of `from`, in `order`, with what `audit_append` (migration 0010) writes
+    /// from its arrays: the time of the append, and empty text and lists for missing values. Inserting from the rows
     /// themselves saves building nine arrays and taking them apart again (6–10 ms of a 2,000-placement write).
     private static func auditInsert(
         kind: String, actor: String, job: String, host: String, partners: String, region: String, datasets: String, policy: String,

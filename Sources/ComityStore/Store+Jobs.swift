@@ -76,19 +76,16 @@ extension Store {
                 ), events as (
                     insert into job_events (job_id, kind, message)
                     select id, 'submitted', 'submitted by ' || \(principal.name) from inserted
+                ), who as (
+                    select \(principal.name)::text as actor, pr.name as project, pa.name as partner
+                    from projects pr join partners pa on pa.id = pr.partner_id where pr.id = \(ids.project)
                 ), audited as (
-                    -- The new jobs are not visible to other parts of this statement through the table: the entry is
+                    -- The new jobs are not visible to other parts of this statement through the table: the entries are
                     -- built from what the insert returned.
-                    select audit_append(
-                        array_agg('submitted'::text order by id), array_agg(\(principal.name)::text order by id), array_agg(id order by id),
-                        array_agg(null::bigint order by id), array_agg(p.partner order by id), array_agg(''::text order by id),
-                        array_agg(array_to_string(inputs, ',') order by id), array_agg(''::text order by id),
-                        array_agg(json_build_object('name', name, 'project', p.project, 'kind', kind, 'priority', priority,
-                                                    'permitted', permitted_jurisdictions)::text order by id)) as n
-                    from inserted, (select pr.name as project, pa.name as partner from projects pr join partners pa on pa.id = pr.partner_id
-                                    where pr.id = \(ids.project)) p
+                    \(unescaped: Self.auditSubmitted(
+                        body: "json_build_object('name', x.name, 'project', w.project, 'kind', x.kind, 'priority', x.priority, 'permitted', x.permitted_jurisdictions)"))
                 )
-                select id from inserted, audited order by id
+                select id from inserted order by id
                 """, logger: logger)
             return try await rows.decode(Int64.self).collect()
         }

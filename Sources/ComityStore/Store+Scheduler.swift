@@ -574,29 +574,28 @@ extension Store {
                 update jobs j set state = 'assigned', current_attempt = nextval('attempts_id_seq'), attempts = j.attempts + 1
                 from p where j.id = p.job_id and j.state = 'queued'
                 returning j.current_attempt as id, j.id as job_id, p.host_id, j.attempts as number, p.gpus, p.guest, p.borrowed,
-                          j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id, j.inputs, j.permitted_jurisdictions
+                          j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id, j.inputs, j.permitted_jurisdictions,
+                          \(policyVersion)::text as policy
             ), a as (
                 insert into attempts (id, job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
                                       partner_id, project_id, guest, borrowed)
                 overriding system value
                 select u.id, u.job_id, u.host_id, u.number, u.cpu_millis, u.memory_bytes, u.gpus::integer[],
-                       now() + make_interval(secs => \(leaseSeconds)), \(policyVersion), u.partner_id, u.project_id, u.guest, u.borrowed
+                       now() + make_interval(secs => \(leaseSeconds)), u.policy, u.partner_id, u.project_id, u.guest, u.borrowed
                 from u
             ), reserved as (
                 delete from reservations where job_id in (select job_id from u)
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
-                select u.job_id, u.id, 'assigned', 'try ' || u.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || \(policyVersion)
+                select u.job_id, u.id, 'assigned', 'try ' || u.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || u.policy
                        || case when u.borrowed then '; borrowed capacity beyond its partner''s share: preemptible' else '' end
                 from u join hosts h on h.id = u.host_id
-            ), placed as (
-                select u.*, \(policyVersion)::text as policy from u
             ), audited as (
                 \(unescaped: Self.auditRows(
                     kind: "'placed'", actor: "'scheduler'",
                     body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' when x.borrowed then 'borrowed' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
                     policy: "x.policy",
-                    from: "placed", jobColumns: true))
+                    from: "u", jobColumns: true))
             )
             select (select count(*) from u), coalesce((select array_agg(distinct host_id) from u), '{}'), (select count(*) from audited)
             """

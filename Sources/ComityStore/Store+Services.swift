@@ -235,18 +235,14 @@ extension Store {
             ), events as (
                 insert into job_events (job_id, kind, message)
                 select id, 'submitted', \(message) || ' (replica ' || replica || ')' from inserted
+            ), who as (
+                select \(actor.name)::text as actor, \(service.name)::text as service, pr.name as project, pa.name as partner
+                from projects pr join partners pa on pa.id = pr.partner_id where pr.id = \(service.projectID)
             ), audited as (
-                select audit_append(
-                    array_agg('submitted'::text order by id), array_agg(\(actor.name)::text order by id), array_agg(id order by id),
-                    array_agg(null::bigint order by id), array_agg(p.partner order by id), array_agg(''::text order by id),
-                    array_agg(array_to_string(inputs, ',') order by id), array_agg(''::text order by id),
-                    array_agg(json_build_object('name', name, 'project', p.project, 'kind', kind, 'priority', priority,
-                                                'permitted', permitted_jurisdictions, 'service', \(service.name)::text,
-                                                'replica', replica)::text order by id)) as n
-                from inserted, (select pr.name as project, pa.name as partner from projects pr join partners pa on pa.id = pr.partner_id
-                                where pr.id = \(service.projectID)) p
+                \(unescaped: Self.auditSubmitted(
+                    body: "json_build_object('name', x.name, 'project', w.project, 'kind', x.kind, 'priority', x.priority, 'permitted', x.permitted_jurisdictions, 'service', w.service, 'replica', x.replica)"))
             )
-            select id from inserted, audited order by replica
+            select id from inserted order by replica
             """, logger: logger
         ).decode(Int64.self).collect()
     }

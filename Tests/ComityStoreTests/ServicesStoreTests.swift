@@ -127,6 +127,10 @@ struct ServicesStoreTests {
             #expect(up.replicas == 3)
             #expect(up.replicaJobs.map(\.index) == [0, 1, 2])
             #expect(up.replicaJobs[0].job == first[0].job, "the running replica is kept")
+            // Each new replica's job has its `submitted` entry, naming the service and the replica.
+            let added = try await seed.store.auditEntries(AuditFilter(job: up.replicaJobs[2].job, kind: "submitted"), after: 0, limit: 10)
+            #expect(added.count == 1 && added.first?.actor == seed.admin.name && added.first?.partners == ["tum"])
+            #expect(added.first?.body.contains("\"service\" : \"llm\"") == true && added.first?.body.contains("\"replica\" : 2") == true, "\(added)")
             _ = try await seed.store.schedulingPass()
             for host in hosts { _ = try await startAll(seed.store, host: host.host) }
             let three = try await replicas(client)

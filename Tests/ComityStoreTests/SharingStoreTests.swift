@@ -42,11 +42,6 @@ struct SharingStoreTests {
             #expect(try await store.accountSharing())
         }
 
-        /// The single number a `select count(*)` returns.
-        func count(_ query: PostgresQuery, on client: PostgresClient) async throws -> Int64 {
-            try await client.number(query)
-        }
-
         func queued(_ jobs: [Int64]) async throws -> [Int64] {
             var result: [Int64] = []
             for job in jobs where try await seed.state(job).state == .queued { result.append(job) }
@@ -183,7 +178,7 @@ struct SharingStoreTests {
             #expect(retries.first! == (0, true))  // the preemption used no retry
             #expect(try await commons.store.events(job: guest).contains { $0.kind == "preempted" && $0.message.contains("job \(owner)") })
             try await commons.store.chainAudit()
-            #expect(try await commons.count("select count(*) from audit_log where kind = 'preempted' and job_id = \(guest)", on: client) == 1)
+            #expect(try await client.number("select count(*) from audit_log where kind = 'preempted' and job_id = \(guest)") == 1)
 
             // The next pass gives the host to the owner's job (its reservation), not back to the requeued guest.
             _ = try await commons.store.schedulingPass()
@@ -194,7 +189,7 @@ struct SharingStoreTests {
             let fairShare = try #require(guestWhy.jobReasons.first { $0.code == .fairShare })
             #expect(fairShare.subject == "uon" && fairShare.detail.contains("entitled to no share"))
             #expect(!guestWhy.summary.contains("FAIR_SHARE"), "\(guestWhy.summary)")
-            #expect(try await commons.count("select count(*) from reservations", on: client) == 0)
+            #expect(try await client.number("select count(*) from reservations") == 0)
 
             // The owner's job ends; the guest runs again; a new owner job does not preempt it within the cool-down.
             let ownerAttempt = try #require(try await commons.seed.state(owner).attempt)
@@ -206,8 +201,8 @@ struct SharingStoreTests {
             _ = try await commons.store.schedulingPass()
             #expect(try await commons.seed.state(again).state == .queued)
             #expect(
-                try await commons.count(
-                    "select count(*) from attempts where job_id = \(guest) and stop_after is not null and state in ('assigned', 'running')", on: client) == 0)
+                try await client.number(
+                    "select count(*) from attempts where job_id = \(guest) and stop_after is not null and state in ('assigned', 'running')") == 0)
         }
     }
 
@@ -228,8 +223,8 @@ struct SharingStoreTests {
             let owner = try await commons.submit("owner", project: "llm", cpus: 4, inputs: ["ke-health"])
             _ = try await commons.store.schedulingPass()
             #expect(try await commons.seed.state(owner).state == .queued)
-            #expect(try await commons.count("select count(*) from attempts where stop_after is not null", on: client) == 0)
-            #expect(try await commons.count("select count(*) from reservations", on: client) == 0)
+            #expect(try await client.number("select count(*) from attempts where stop_after is not null") == 0)
+            #expect(try await client.number("select count(*) from reservations") == 0)
         }
     }
 
@@ -251,8 +246,8 @@ struct SharingStoreTests {
             // no victim is chosen and no host reserved for it.
             let service = try await commons.submit("svc", project: "asr", cpus: 4, kind: .inference)
             _ = try await commons.store.schedulingPass()
-            #expect(try await commons.count("select count(*) from attempts where stop_after is not null", on: client) == 0)
-            #expect(try await commons.count("select count(*) from reservations", on: client) == 0)
+            #expect(try await client.number("select count(*) from attempts where stop_after is not null") == 0)
+            #expect(try await client.number("select count(*) from reservations") == 0)
 
             // A batch job of the same size may: kit's guest is told to stop for it.
             let batch = try await commons.submit("batch", project: "asr", cpus: 4)

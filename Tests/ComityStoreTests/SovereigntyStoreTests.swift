@@ -103,6 +103,10 @@ struct SovereigntyStoreTests {
             #expect(try await pool.host(of: free) == "de-1")
             // Each placement's audit entry names the job's datasets, both partners, the host's region and the
             // jurisdictions the job was permitted.
+            let submitted = try await pool.store.auditEntries(AuditFilter(job: jobs[0], kind: "submitted"), after: 0, limit: 10)
+            #expect(submitted.count == 1)
+            #expect(submitted.first?.actor == pool.seed.admin.name && submitted.first?.partners == ["uon"] && submitted.first?.datasets == ["ke-health"])
+            #expect(submitted.first?.body.contains("\"project\" : \"asr\"") == true && submitted.first?.body.contains("\"permitted\" : [\"KE\"]") == true)
             let placed = try await pool.store.auditEntries(AuditFilter(kind: "placed"), after: 0, limit: 10)
             let bound = try #require(placed.first { $0.jobId == jobs[0] })
             #expect(bound.datasets == ["ke-health"] && bound.partners == ["uon"] && bound.region == "ke-nbo-1")
