@@ -158,3 +158,78 @@ public struct AttemptAck: Codable, Sendable {
         self.state = state
     }
 }
+
+/// Several start and end reports of one agent in one request (`POST /v1/agent/reports`): an agent that starts or ends
+/// attempts while a report is on its way sends them together in the next. Starts are applied before ends, so an
+/// attempt may be started and ended by one report. Each item gets its own answer; an attempt the host does not have
+/// fails only its own item.
+public struct AttemptReports: Codable, Sendable {
+    /// Attempts the agent has started (as `POST /v1/agent/attempts/{id}/start`).
+    public var starts: [Int64]
+    /// Attempts that ended (as `POST /v1/agent/attempts/{id}/finish`).
+    public var ends: [AttemptEnd]
+
+    /// The most items (starts and ends together) in one request.
+    public static let limit = 1_000
+
+    public init(starts: [Int64] = [], ends: [AttemptEnd] = []) {
+        self.starts = starts
+        self.ends = ends
+    }
+}
+
+/// The end of one attempt, in ``AttemptReports``.
+public struct AttemptEnd: Codable, Sendable {
+    public var attempt: Int64
+    public var outcome: AttemptOutcome
+    public var exitCode: Int32?
+    public var message: String?
+    public var usage: AttemptUsage?
+
+    public init(attempt: Int64, _ report: FinishRequest) {
+        self.attempt = attempt
+        self.outcome = report.outcome
+        self.exitCode = report.exitCode
+        self.message = report.message
+        self.usage = report.usage
+    }
+
+    public var report: FinishRequest { FinishRequest(outcome: outcome, exitCode: exitCode, message: message, usage: usage) }
+}
+
+/// The answers to ``AttemptReports``, item by item in the request's order.
+public struct AttemptReportResults: Codable, Sendable {
+    public var starts: [AttemptReportResult]
+    public var ends: [AttemptReportResult]
+
+    public init(starts: [AttemptReportResult], ends: [AttemptReportResult]) {
+        self.starts = starts
+        self.ends = ends
+    }
+}
+
+/// The answer to one item of ``AttemptReports``: the attempt's ``AttemptAck``, or why there is none.
+public struct AttemptReportResult: Codable, Sendable {
+    public var attempt: Int64
+    /// `false` when the attempt was fenced off or was not found.
+    public var current: Bool
+    /// The attempt's state; absent when it was not found.
+    public var state: AttemptState?
+    /// `not_found` when this host has no such attempt.
+    public var error: String?
+
+    public init(attempt: Int64, ack: AttemptAck) {
+        self.attempt = attempt
+        self.current = ack.current
+        self.state = ack.state
+    }
+
+    public init(attempt: Int64, error: String) {
+        self.attempt = attempt
+        self.current = false
+        self.error = error
+    }
+
+    /// The ack, or `nil` when the attempt was not found.
+    public var ack: AttemptAck? { state.map { AttemptAck(current: current, state: $0) } }
+}

@@ -28,7 +28,7 @@ extension AgentService {
                 by: .seconds(max(1, assignment.leaseExpiresAt.timeIntervalSinceNow))
             )
             let ack = try await Self.retrying("start", logger: logger, deadline: leaseEnd) {
-                try await client.start(attempt: assignment.attempt)
+                try await session.reporter.start(attempt: assignment.attempt)
             }
             guard ack.current else {
                 logger.info("assignment no longer current; dropped", metadata: ["attempt.state": "\(ack.state)"])
@@ -110,7 +110,7 @@ extension AgentService {
         )
         do {
             let ack = try await Self.retrying("finish", logger: logger) {
-                try await client.finish(attempt: assignment.attempt, request)
+                try await session.reporter.finish(attempt: assignment.attempt, request)
             }
             logger.debug("finish acknowledged", metadata: ["attempt.state": "\(ack.state)"])
         } catch {

@@ -33,11 +33,21 @@ package struct AgentService: Service, CustomStringConvertible {
     /// What the agent works with once it is set up.
     struct Session: Sendable {
         var client: ComityClient
+        /// Starts and ends, sent together when they happen together.
+        var reporter: AttemptReporter
         var credential: Credential
         var resources: HostResources
         var leftovers: [RunningRecord]
         /// The statuses of the service replicas running now, reported with every heartbeat.
         var services = ServiceBoard()
+
+        init(client: ComityClient, credential: Credential, resources: HostResources, leftovers: [RunningRecord]) {
+            self.client = client
+            self.reporter = AttemptReporter(client: client)
+            self.credential = credential
+            self.resources = resources
+            self.leftovers = leftovers
+        }
     }
 
     /// Runs the agent until graceful shutdown, with its own HTTP client (see ``httpConfiguration``).
@@ -207,7 +217,7 @@ package struct AgentService: Service, CustomStringConvertible {
                 message: "agent restarted; the attempt's processes were killed"
             )
             _ = try? await Self.retrying("finish", logger: logger, attempts: 5) {
-                try await session.client.finish(attempt: record.attempt, request)
+                try await session.reporter.finish(attempt: record.attempt, request)
             }
         }
     }

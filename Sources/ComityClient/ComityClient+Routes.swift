@@ -104,6 +104,11 @@ extension ComityClient {
         try await send(.POST, "/v1/agent/attempts/\(attempt)/finish", body: request)
     }
 
+    /// Several starts and ends in one request (see ``AttemptReporter``, which gathers them).
+    public func report(_ reports: AttemptReports) async throws -> AttemptReportResults {
+        try await send(.POST, "/v1/agent/reports", body: reports)
+    }
+
     // MARK: Sovereignty
 
     public func applyPolicy(_ request: PolicyApplyRequest) async throws -> PolicyApplyResult {

@@ -1,3 +1,4 @@
+import ComityCore
 import Logging
 import PostgresNIO
 

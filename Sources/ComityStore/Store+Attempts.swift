@@ -222,6 +222,69 @@ extension Store {
         return ack
     }
 
+    /// Several starts and ends of one host's agent (``AttemptReports``): the starts first, all in one batch, then the
+    /// ends, all in one batch, each with the other agents' reports waiting then; the same writes and answers as
+    /// ``start(attempt:host:)`` and ``finish(attempt:host:_:)`` one by one.
+    package func report(host: Int64, _ reports: AttemptReports) async throws -> AttemptReportResults {
+        var notices: [NoticeSender.Notice] = []
+        var startResults: [AttemptReportResult] = []
+        if !reports.starts.isEmpty {
+            let started = try await starts.submit(reports.starts.map { AttemptKey(attempt: $0, host: host) })
+            for (attempt, job) in zip(reports.starts, started) {
+                if let job {
+                    notices.append(.init(Channel.job, String(job)))
+                    startResults.append(AttemptReportResult(attempt: attempt, ack: AttemptAck(current: true, state: .running)))
+                } else {
+                    startResults.append(try await reportAck(attempt: attempt, host: host))
+                }
+            }
+        }
+        var endResults: [AttemptReportResult] = []
+        if !reports.ends.isEmpty {
+            let requests = try reports.ends.map {
+                EndRequest(key: AttemptKey(attempt: $0.attempt, host: host), report: $0.report, usage: try Self.usageJSON($0.usage))
+            }
+            let results = try await ends.submit(requests)
+            var ended = false
+            for (request, result) in zip(requests, results) {
+                let attempt = request.key.attempt
+                switch result {
+                case .ended(let ack, let job):
+                    notices.append(.init(Channel.job, String(job)))
+                    ended = true
+                    endResults.append(AttemptReportResult(attempt: attempt, ack: ack))
+                case .unchanged(let ack):
+                    endResults.append(AttemptReportResult(attempt: attempt, ack: ack))
+                case .notFound:
+                    endResults.append(AttemptReportResult(attempt: attempt, error: "not_found"))
+                case .alone:
+                    do {
+                        let (ack, job) = try await finishAlone(attempt: attempt, host: host, request.report, usage: request.usage)
+                        if let job {
+                            notices.append(.init(Channel.job, String(job)))
+                            ended = true
+                        }
+                        endResults.append(AttemptReportResult(attempt: attempt, ack: ack))
+                    } catch let error as StoreError where error.code == .notFound {
+                        endResults.append(AttemptReportResult(attempt: attempt, error: "not_found"))
+                    }
+                }
+            }
+            if ended { notices.append(.init(Channel.scheduler)) }
+        }
+        await self.notices.send(notices)
+        return AttemptReportResults(starts: startResults, ends: endResults)
+    }
+
+    /// A start that changed nothing: the attempt's ack, or `not_found`.
+    private func reportAck(attempt: Int64, host: Int64) async throws -> AttemptReportResult {
+        do {
+            return AttemptReportResult(attempt: attempt, ack: try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) })
+        } catch let error as StoreError where error.code == .notFound {
+            return AttemptReportResult(attempt: attempt, error: "not_found")
+        }
+    }
+
     /// An end report that registers outputs (it takes the rules' lock first), in a transaction of its own.
     func finishAlone(attempt: Int64, host: Int64, _ report: FinishRequest, usage: String?) async throws -> (AttemptAck, Int64?) {
         try await transaction { connection -> (AttemptAck, Int64?) in

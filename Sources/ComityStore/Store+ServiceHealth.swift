@@ -233,10 +233,15 @@ extension Store {
                     }
                 }
             }
+            // Replicas beyond each service's count, read service by service through `jobs_service`: as a join of
+            // `jobs` with `services`, PostgreSQL scanned every job (37 ms a second after 50,000 jobs, with no service).
             let strays = try await connection.query(
                 """
-                select j.id from jobs j join services s on s.id = j.service_id
-                where j.replica >= s.replicas and j.state in ('queued', 'assigned', 'running') and not j.cancel_requested
+                select j.id from services s
+                cross join lateral (
+                    select id, state, cancel_requested from jobs where service_id = s.id and replica >= s.replicas
+                ) j
+                where j.state in ('queued', 'assigned', 'running') and not j.cancel_requested
                 order by j.id
                 """, logger: logger
             ).decode(Int64.self).collect()

@@ -84,7 +84,7 @@ struct RunOptions: ParsableArguments {
     @Option(help: "Array submissions in flight at once.")
     var submitConcurrency: Int = 4
 
-    @Option(help: "Start/finish calls in flight at once, all simulated agents together (each agent runs up to 4 assignments at a time).")
+    @Option(help: "Start/end report requests in flight at once, all simulated agents together (each agent has at most one in flight).")
     var maxInFlight: Int = 256
 
     @Option(help: "Give up waiting for the lifecycle phase after this many seconds (figures then cover the jobs finished).")

@@ -249,18 +249,31 @@ final class AgentState: Sendable {
 /// long-polls for assignments, starts each one and reports its end (no-op jobs exit 0 at once), and heartbeats
 /// every `heartbeat_seconds` with the attempts it holds. The server cannot tell it from `comity-agent`.
 ///
-/// Unlike `comity-agent`, which starts every assignment at once in its own task, it runs at most `workers`
-/// assignments at a time, and the start/finish calls of all agents together are capped by ``AgentControl/permits``:
-/// the driver measures the server's throughput, not how deep a queue of requests it can hold. While it has
-/// assignments not yet started, it does not long-poll (the server would answer at once with the same list), except
-/// every 15 s so that new assignments are seen, and held, well within their 30 s lease.
+/// Like `comity-agent`, it runs every assignment at once in its own task, and sends starts and ends through an
+/// ``AttemptReporter``: what starts or ends while its report is on its way goes out in the next one. The report
+/// requests of all agents together are capped by ``AgentControl/permits``: the driver measures the server's
+/// throughput, not how deep a queue of requests it can hold. While it has assignments not yet started, it does not
+/// long-poll (the server would answer at once with the same list), except every 15 s so that new assignments are
+/// seen, and held, well within their 30 s lease.
 struct SimulatedAgent: Sendable {
     let host: SimulatedHost
     let client: ComityClient
     let recorder: Recorder
     let control: AgentControl
+    let reporter: AttemptReporter
     static let pollSeconds = 20
-    static let workers = 4
+
+    init(host: SimulatedHost, client: ComityClient, recorder: Recorder, control: AgentControl) {
+        self.host = host
+        self.client = client
+        self.recorder = recorder
+        self.control = control
+        reporter = AttemptReporter { [client, control] reports in
+            guard await control.permits.acquire() else { throw CancellationError() }
+            defer { control.permits.release() }
+            return try await client.report(reports)
+        }
+    }
     /// With a backlog, poll again after this long anyway: new assignments must be held (renewed) within their lease.
     static let backlogPollNanoseconds: UInt64 = 15_000_000_000
 
@@ -269,9 +282,9 @@ struct SimulatedAgent: Sendable {
         let (stream, continuation) = AsyncStream<AssignmentID>.makeStream()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await heartbeats(state) }
-            for _ in 0..<Self.workers {
-                group.addTask {
-                    for await assignment in stream { await process(assignment, state) }
+            group.addTask {
+                await withDiscardingTaskGroup { running in
+                    for await assignment in stream { running.addTask { await process(assignment, state) } }
                 }
             }
             group.addTask {
@@ -362,12 +375,10 @@ struct SimulatedAgent: Sendable {
             control.backlog.withLock { $0 -= 1 }
             return
         }
-        guard await control.permits.acquire() else { return }
-        defer { control.permits.release() }
         do {
             let ack: AttemptAck
             do {
-                ack = try await retrying { try await client.start(attempt: assignment.attempt) }
+                ack = try await retrying { try await reporter.start(attempt: assignment.attempt) }
                 state.oneLessUnstarted()
                 control.backlog.withLock { $0 -= 1 }
             } catch {
@@ -382,7 +393,7 @@ struct SimulatedAgent: Sendable {
                 if !control.draining.withLock({ $0 }) { recorder.error("start", BenchError("fenced")) }
                 return
             }
-            _ = try await retrying { try await client.finish(attempt: assignment.attempt, FinishRequest(outcome: .exited, exitCode: 0)) }
+            _ = try await retrying { try await reporter.finish(attempt: assignment.attempt, FinishRequest(outcome: .exited, exitCode: 0)) }
             recorder.finished(assignment.jobId, at: Ticks.now())
         } catch {
             if Task.isCancelled { return }

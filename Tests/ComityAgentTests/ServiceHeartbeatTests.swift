@@ -37,6 +37,12 @@ private let fakeServer = """
                 with lock, open(root + "/heartbeats.jsonl", "a") as file:
                     file.write(json.dumps({"at": time.time(), "request": json.loads(data)}) + "\\n")
                 self.reply({"stop": [], "lease_seconds": 60})
+            elif self.path == "/v1/agent/reports":
+                report = json.loads(data)
+                self.reply({
+                    "starts": [{"attempt": a, "current": True, "state": "running"} for a in report["starts"]],
+                    "ends": [{"attempt": e["attempt"], "current": False, "state": "succeeded"} for e in report["ends"]],
+                })
             else:
                 self.reply({"current": True, "state": "running"})
         def log_message(self, *args):

@@ -7,49 +7,6 @@ import Testing
 
 @testable import ComityStore
 
-@Suite("Requests run together in batches")
-struct BatcherTests {
-    @Test("concurrent requests each get their own answer, share batches, and a failed batch fails every request in it")
-    func answersAndFailures() async throws {
-        let sizes = Mutex<[Int]>([])
-        let (gate, open) = AsyncStream.makeStream(of: Void.self)
-        let holdFirst = Mutex(true)
-        let batcher = Batcher<Int, Int>(limit: 8) { batch in
-            sizes.withLock { $0.append(batch.count) }
-            // The first batch is held until every other request waits behind it (the batcher itself never waits).
-            if holdFirst.withLock({ held in defer { held = false }; return held }) {
-                for await _ in gate { break }
-            }
-            if batch.contains(-1) { throw CancellationError() }
-            return batch.map { $0 * 10 }
-        }
-        let answers = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
-            for n in 1...50 { group.addTask { (n, try await batcher.submit(n)) } }
-            // The first batch holds whatever was pending when it was taken (one request, or a few that arrived
-            // at once); every other request must be waiting behind it before it is let go.
-            let deadline = ContinuousClock.now + .seconds(30)
-            func heldAndWaiting() -> Bool {
-                guard let first = sizes.withLock({ $0.first }) else { return false }
-                return batcher.waiting == 50 - first
-            }
-            while !heldAndWaiting(), ContinuousClock.now < deadline { await Task.yield() }
-            #expect(heldAndWaiting())
-            open.yield()
-            return try await group.reduce(into: [Int: Int]()) { $0[$1.0] = $1.1 }
-        }
-        #expect(answers == Dictionary(uniqueKeysWithValues: (1...50).map { ($0, $0 * 10) }))
-        let seen = sizes.withLock { $0 }
-        #expect(seen.reduce(0, +) == 50)
-        // One held batch, then the requests that waited behind it in batches of 8 (the last one holds the rest).
-        let rest = 50 - (seen.first ?? 0)
-        let expected = [seen.first ?? 0] + Array(repeating: 8, count: rest / 8) + (rest % 8 > 0 ? [rest % 8] : [])
-        #expect(seen == expected)
-        // A batch that fails fails all of its requests, and the batcher keeps working.
-        await #expect(throws: CancellationError.self) { _ = try await batcher.submit(-1) }
-        #expect(try await batcher.submit(7) == 70)
-    }
-}
-
 @Suite("Agent starts written in batches", .enabled(if: TestDatabase.isAvailable, "needs COMITY_TEST_PG_URL (run ops/test)"))
 struct BatchedStartTests {
     @Test("many concurrent starts: each assigned attempt starts once, with its event and ledger entry; others are refused")

@@ -47,6 +47,18 @@ extension Routes {
             return try json(try await store.appendLog(attempt: attempt, host: host, body))
         }
 
+        router.post("/v1/agent/reports") { request, context -> Response in
+            let host = try context.agentHost()
+            let body = try await request.decodeBody(AttemptReports.self, context: context)
+            guard body.starts.count + body.ends.count <= AttemptReports.limit else {
+                throw APIError.invalid(field: "starts", "expected at most \(AttemptReports.limit) starts and ends together")
+            }
+            for (index, end) in body.ends.enumerated() where end.outcome == .exited && end.exitCode == nil {
+                throw APIError.invalid(field: "ends[\(index)].exit_code", "required when outcome is exited")
+            }
+            return try json(try await store.report(host: host, body))
+        }
+
         router.post("/v1/agent/attempts/:id/finish") { request, context -> Response in
             let host = try context.agentHost()
             let attempt = try context.parameters.require("id", as: Int64.self)
