@@ -213,32 +213,66 @@ public enum Placer {
             return result.sorted()
         }
 
+        // A group is taken out of the dictionary while it changes: changed in place there, it was copied whole on
+        // every placement (thousands of idle hosts share a shape), and found by a linear scan.
         mutating func remove(_ index: Int, shape: HostShape) {
-            guard var group = members[shape], let position = group.lastIndex(of: index) else { return }
+            guard var group = members.removeValue(forKey: shape) else { return }
+            let position = Self.firstBelow(index + 1, in: group)
+            guard position < group.count, group[position] == index else {
+                members[shape] = group
+                return
+            }
             let wasRepresentative = position == group.count - 1
             group.remove(at: position)
-            members[shape] = group.isEmpty ? nil : group
+            if !group.isEmpty { members[shape] = group }
             if wasRepresentative {
-                representatives.removeAll { $0 == index }
+                removeRepresentative(index)
                 if let next = group.last { insertRepresentative(next) }
             }
         }
 
         mutating func insert(_ index: Int, shape: HostShape) {
-            var group = members[shape] ?? []
+            var group = members.removeValue(forKey: shape) ?? []
             let previous = group.last
             // Keep descending order.
-            let position = group.firstIndex { $0 < index } ?? group.count
-            group.insert(index, at: position)
+            group.insert(index, at: Self.firstBelow(index, in: group))
+            let representative = group.last
             members[shape] = group
-            if group.last != previous {
-                if let previous { representatives.removeAll { $0 == previous } }
+            if representative != previous {
+                if let previous { removeRepresentative(previous) }
                 insertRepresentative(index)
             }
         }
 
+        /// The first position of descending `group` whose index is below `index` (binary search).
+        static func firstBelow(_ index: Int, in group: [Int]) -> Int {
+            var low = 0
+            var high = group.count
+            while low < high {
+                let middle = (low + high) / 2
+                if group[middle] < index { high = middle } else { low = middle + 1 }
+            }
+            return low
+        }
+
+        /// The first position of ascending `representatives` whose index is not below `index` (binary search).
+        private func firstNotBelow(_ index: Int) -> Int {
+            var low = 0
+            var high = representatives.count
+            while low < high {
+                let middle = (low + high) / 2
+                if representatives[middle] < index { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+
+        private mutating func removeRepresentative(_ index: Int) {
+            let position = firstNotBelow(index)
+            if position < representatives.count, representatives[position] == index { representatives.remove(at: position) }
+        }
+
         private mutating func insertRepresentative(_ index: Int) {
-            let position = representatives.firstIndex { $0 > index } ?? representatives.count
+            let position = firstNotBelow(index + 1)
             representatives.insert(index, at: position)
         }
     }

@@ -77,7 +77,9 @@ package struct EmbeddedPostgres: Sendable {
             logger.info("embedded database already running; reusing it", metadata: ["path": "\(dataDirectory.path)"])
         } else {
             logger.info("starting embedded database", metadata: ["path": "\(dataDirectory.path)"])
-            let options = "-c listen_addresses='' -c unix_socket_directories='\(dataDirectory.path)' -c max_connections=200"
+            // autovacuum every 10 s: the pass reads attempts_active, which keeps ended attempts' entries until vacuumed.
+            let options =
+                "-c listen_addresses='' -c unix_socket_directories='\(dataDirectory.path)' -c max_connections=200 -c autovacuum_naptime=10s"
             do {
                 try await runAsOwner(binDirectory.appending(path: "pg_ctl").path, [
                     "-D", dataDirectory.path, "-w", "-t", "60", "-l", dataDirectory.appending(path: "postgres.log").path,

@@ -84,23 +84,19 @@ extension Store {
     /// job's inputs. It returns a row per entry (count them); an empty `source` appends nothing.
     ///
     /// The arguments are SQL expressions written in this module, never input.
-    ///
-    /// `jobColumns`: the rows carry their job's `partner_id`, `inputs` and `permitted_jurisdictions` themselves (no
-    /// lookup of each job).
-    static func auditRows(kind: String, actor: String, body: String, policy: String = "''", from source: String, jobColumns: Bool = false) -> String {
-        let job = jobColumns ? "cross join lateral (select x.partner_id, x.inputs, x.permitted_jurisdictions) j" : "join jobs j on j.id = x.job_id"
-        return auditInsert(
+    static func auditRows(kind: String, actor: String, body: String, policy: String = "''", from source: String) -> String {
+        auditInsert(
             kind: kind, actor: actor, job: "x.job_id", host: "x.host_id",
             partners: "case when jp.name = hp.name then array[jp.name] else array[jp.name, hp.name] end", region: "h.region",
             datasets: "j.inputs", policy: policy, body: body,
             from: """
-                \(source) x \(job) join partners jp on jp.id = j.partner_id
+                \(source) x join jobs j on j.id = x.job_id join partners jp on jp.id = j.partner_id
                 join hosts h on h.id = x.host_id join partners hp on hp.id = h.partner_id
                 """,
             order: "x.job_id, x.host_id")
     }
 
-    /// Like ``auditRows(kind:actor:body:policy:from:jobColumns:)`` for rows with a `job_id` and no host.
+    /// Like ``auditRows(kind:actor:body:policy:from:)`` for rows with a `job_id` and no host.
     static func auditJobs(kind: String, actor: String, body: String, from source: String) -> String {
         auditInsert(
             kind: kind, actor: actor, job: "x.job_id", host: "null::bigint", partners: "array[jp.name]", region: "''",
@@ -128,7 +124,7 @@ extension Store {
     /// Appends a row of `audit_pending` per row of `from`, in `order`, with what `audit_append` (migration 0010) writes
     /// from its arrays: the time of the append, and empty text and lists for missing values. Inserting from the rows
     /// themselves saves building nine arrays and taking them apart again (6–10 ms of a 2,000-placement write).
-    private static func auditInsert(
+    static func auditInsert(
         kind: String, actor: String, job: String, host: String, partners: String, region: String, datasets: String, policy: String,
         body: String, from: String, order: String
     ) -> String {

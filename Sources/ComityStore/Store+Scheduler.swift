@@ -99,7 +99,7 @@ extension Store {
     enum PassHead: HotStatement { static let sql = Store.queuedHeadQuery(limit: 0).sql }
     enum PassHoldings: HotStatement { static let sql = Store.activeHoldingsSQL }
     enum PassLiveHosts: HotStatement { static let sql = Store.liveHostsQuery(timeoutSeconds: 0).sql }
-    enum PassWrite: HotStatement { static let sql = Store.passWriteQuery([], policyVersion: "", leaseSeconds: 0).sql }
+    enum PassWrite: HotStatement { static let sql = try! Store.passWriteQuery([], hosts: [:], policyVersion: "", leaseSeconds: 0).sql }
 
     func pass(on connection: PostgresConnection, clock: inout PassClock) async throws -> PassResult {
         try await connection.query("select pg_advisory_xact_lock(\(Self.passLockKey))", logger: logger)
@@ -171,7 +171,8 @@ extension Store {
             try await planReclaims(unplaced, round: round, context: context, memo: &memo, reserved: Set(reservedHost.keys), on: connection)
             clock.lap("reclaims")
         }
-        let (placed, woken) = placements.isEmpty ? (0, []) : try await write(placements, policyVersion: active.id, on: connection)
+        let (placed, woken) =
+            placements.isEmpty ? (0, []) : try await write(placements, hosts: pool.factsByHost, policyVersion: active.id, on: connection)
         clock.lap("write")
         return PassResult(
             examined: pending.count, hosts: pool.hosts.count, placed: placed,
@@ -542,8 +543,14 @@ extension Store {
     /// planned for its own arrays. PostgreSQL keeps a prepared statement's plan for any value once that plan is
     /// estimated no costlier, and the plan it kept from estimates for a few rows took 290–390 ms for 2,000
     /// placements, against 100–170 ms when planned for them (the full benchmark's scale phase).
-    func write(_ placements: [SharingRound.Placed], policyVersion: String, on connection: PostgresConnection) async throws -> (Int, [Int64]) {
-        let query = Self.passWriteQuery(placements, policyVersion: policyVersion, leaseSeconds: Double(configuration.leaseSeconds))
+    ///
+    /// `hosts` holds the facts of every host placed on, as the pool read them from `hosts` (name, region, partner): the
+    /// event and the ledger entry name them without joining `hosts` again (two hash joins of every host, 8–10 ms of a
+    /// 2,000-placement write at 10,000 hosts).
+    func write(
+        _ placements: [SharingRound.Placed], hosts: [Int64: HostFacts], policyVersion: String, on connection: PostgresConnection
+    ) async throws -> (Int, [Int64]) {
+        let query = try Self.passWriteQuery(placements, hosts: hosts, policyVersion: policyVersion, leaseSeconds: Double(configuration.leaseSeconds))
         let rows: [PostgresRow] =
             placements.count <= Self.preparedWriteLimit
             ? try await run(PassWrite.self, query, on: connection) : try await connection.query(query, logger: logger).collect()
@@ -556,17 +563,25 @@ extension Store {
     static let preparedWriteLimit = 32
 
     /// The write of a pass's placements (see ``write(_:policyVersion:on:)``).
-    static func passWriteQuery(_ placements: [SharingRound.Placed], policyVersion: String, leaseSeconds: Double) -> PostgresQuery {
+    static func passWriteQuery(
+        _ placements: [SharingRound.Placed], hosts facts: [Int64: HostFacts], policyVersion: String, leaseSeconds: Double
+    ) throws -> PostgresQuery {
         let jobs = placements.map(\.placement.jobID)
         let hosts = placements.map(\.placement.hostID)
         let gpus = placements.map { "{" + $0.placement.gpuIndices.map(String.init).joined(separator: ",") + "}" }
         let guests = placements.map(\.guest)
         let borrowed = placements.map(\.borrowed)
+        let placedOn = try placements.map {
+            guard let host = facts[$0.placement.hostID] else { throw StoreError(.database, "no facts of host \($0.placement.hostID) for the pass's write") }
+            return host
+        }
+        let names = placedOn.map(\.name), regions = placedOn.map(\.region), partners = placedOn.map(\.partner)
         return
             """
             with p as (
-                select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[], \(guests)::boolean[], \(borrowed)::boolean[])
-                    as p(job_id, host_id, gpus, guest, borrowed)
+                select * from unnest(\(jobs)::bigint[], \(hosts)::bigint[], \(gpus)::text[], \(guests)::boolean[], \(borrowed)::boolean[],
+                                     \(names)::text[], \(regions)::text[], \(partners)::text[])
+                    as p(job_id, host_id, gpus, guest, borrowed, host_name, region, host_partner)
             ), u as (
                 -- Locks, checks and moves each job in one step, and numbers its attempt: a job that stopped being
                 -- queued since the head was read (a cancel committed in between) is skipped. Locking the jobs first
@@ -575,7 +590,7 @@ extension Store {
                 from p where j.id = p.job_id and j.state = 'queued'
                 returning j.current_attempt as id, j.id as job_id, p.host_id, j.attempts as number, p.gpus, p.guest, p.borrowed,
                           j.cpu_millis, j.memory_bytes, j.partner_id, j.project_id, j.inputs, j.permitted_jurisdictions,
-                          \(policyVersion)::text as policy
+                          \(policyVersion)::text as policy, p.host_name, p.region, p.host_partner
             ), a as (
                 insert into attempts (id, job_id, host_id, number, cpu_millis, memory_bytes, gpu_indices, lease_expires_at, policy_version,
                                       partner_id, project_id, guest, borrowed)
@@ -587,15 +602,16 @@ extension Store {
                 delete from reservations where job_id in (select job_id from u)
             ), e as (
                 insert into job_events (job_id, attempt_id, kind, message)
-                select u.job_id, u.id, 'assigned', 'try ' || u.number || ': assigned to ' || h.name || ' (' || h.region || ') under rules ' || u.policy
+                select u.job_id, u.id, 'assigned', 'try ' || u.number || ': assigned to ' || u.host_name || ' (' || u.region || ') under rules ' || u.policy
                        || case when u.borrowed then '; borrowed capacity beyond its partner''s share: preemptible' else '' end
-                from u join hosts h on h.id = u.host_id
+                from u
             ), audited as (
-                \(unescaped: Self.auditRows(
-                    kind: "'placed'", actor: "'scheduler'",
-                    body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when j.partner_id = h.partner_id then 'own' when x.borrowed then 'borrowed' else 'guest' end, 'permitted', j.permitted_jurisdictions)",
-                    policy: "x.policy",
-                    from: "u", jobColumns: true))
+                \(unescaped: Self.auditInsert(
+                    kind: "'placed'", actor: "'scheduler'", job: "x.job_id", host: "x.host_id",
+                    partners: "case when jp.name = x.host_partner then array[jp.name] else array[jp.name, x.host_partner] end",
+                    region: "x.region", datasets: "x.inputs", policy: "x.policy",
+                    body: "json_build_object('attempt', x.id, 'try', x.number, 'gpus', x.gpus, 'class', case when jp.name = x.host_partner then 'own' when x.borrowed then 'borrowed' else 'guest' end, 'permitted', x.permitted_jurisdictions)",
+                    from: "u x join partners jp on jp.id = x.partner_id", order: "x.job_id, x.host_id"))
             )
             select (select count(*) from u), coalesce((select array_agg(distinct host_id) from u), '{}'), (select count(*) from audited)
             """

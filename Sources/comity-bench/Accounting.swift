@@ -169,3 +169,40 @@ struct PhaseAccounting {
         }
     }
 }
+
+/// PostgreSQL's processes, seen through /proc.
+enum PostgresProcesses {
+    /// Children of `postmaster` that are autovacuum workers now.
+    static func autovacuumWorkers(postmaster: Int32) -> Int {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return 0 }
+        var count = 0
+        for entry in entries {
+            guard let pid = Int32(entry), pid != postmaster, let info = CPUSample.process(pid), info.ppid == postmaster,
+                let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)
+            else { continue }
+            if command.hasPrefix("postgres: autovacuum worker") { count += 1 }
+        }
+        return count
+    }
+
+    /// Returns once no autovacuum worker has run for 12 s in a row (or after `timeout`); the seconds waited. 12 s is
+    /// longer than the naptime the bench runs PostgreSQL with (10 s): a table that needed vacuuming would have had a
+    /// worker started within it.
+    static func waitUntilNoAutovacuum(postmaster: Int32, timeout: Duration) async throws -> Double {
+        let start = Ticks.now()
+        let limit = UInt64(timeout.components.seconds) * 1_000_000_000
+        var quietSince: UInt64?
+        while Ticks.now() - start < limit {
+            let now = Ticks.now()
+            if autovacuumWorkers(postmaster: postmaster) > 0 {
+                quietSince = nil
+            } else if let since = quietSince {
+                if now - since >= 12_000_000_000 { break }
+            } else {
+                quietSince = now
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return Ticks.seconds(from: start, to: Ticks.now())
+    }
+}

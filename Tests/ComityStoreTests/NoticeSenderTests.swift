@@ -1,3 +1,4 @@
+import ComityAPI
 import Foundation
 import PostgresNIO
 import Synchronization
@@ -75,5 +76,27 @@ struct NoticeTagTests {
         #expect(NoticeSender.received("@abc:12,13", skipping: "abc") == nil)
         #expect(NoticeSender.received("@abc:12,13", skipping: "xyz") == "12,13")
         #expect(NoticeSender.received("@abc:", skipping: nil) == "")
+    }
+}
+
+@Suite("Heartbeats commit without waiting for the flush", .enabled(if: TestDatabase.isAvailable, "needs COMITY_TEST_PG_URL (run ops/test)"))
+struct HeartbeatCommitTests {
+    let logger = TestDatabase.logger
+
+    @Test("a heartbeat moves the host's liveness and leaves its connection with synchronous commits on")
+    func settingStaysInItsStatement() async throws {
+        try await TestDatabase.withDatabase { _, database in
+            // One connection: the heartbeat and the check of the setting afterwards run on the same one.
+            try await PostgresClient.with(try database.clientConfiguration(maxConnections: 1), logger: logger) { client in
+                try await client.query("set synchronous_commit = on", logger: logger)
+                let seed = try await TestDatabase.seeded(client)
+                let host = try await seed.enroll("h")
+                try await client.query("update hosts set last_heartbeat = now() - interval '1 hour' where id = \(host.host)", logger: logger)
+                _ = try await seed.store.heartbeat(host: host.host, HeartbeatRequest(attempts: []))
+                #expect(try await client.number("select count(*) from hosts where id = \(host.host) and last_heartbeat > now() - interval '1 minute'") == 1)
+                let setting = try await client.query("show synchronous_commit", logger: logger).decode(String.self).collect()
+                #expect(setting == ["on"])
+            }
+        }
     }
 }

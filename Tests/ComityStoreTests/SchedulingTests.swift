@@ -216,8 +216,13 @@ struct SchedulingTests {
                     placement: Placement(jobID: $0, hostID: host.host, gpuIndices: []), partnerID: 0, projectID: 0, holding: .zero,
                     guest: false, borrowed: false)
             }
+            // The host's facts, as the pass's pool reads them.
+            let (name, region, partner) = try #require(
+                try await client.query("select h.name, h.region, p.name from hosts h join partners p on p.id = h.partner_id where h.id = \(host.host)", logger: TestDatabase.logger)
+                    .decode((String, String, String).self).collect().first)
+            let facts = HostFacts(id: host.host, name: name, partner: partner, region: region, jurisdiction: "DE", labels: [:])
             let (placed, woken) = try await seed.store.transaction { connection in
-                try await seed.store.write(placements, policyVersion: "v-test", on: connection)
+                try await seed.store.write(placements, hosts: [host.host: facts], policyVersion: "v-test", on: connection)
             }
             #expect(placed == count - 1)
             #expect(woken == [host.host])
@@ -236,11 +241,15 @@ struct SchedulingTests {
                     """) == Int64(count - 1))
             #expect(try await client.number("select count(*) from attempts") == Int64(count - 1))
             #expect(try await client.number("select count(*) from job_events where kind = 'assigned' and job_id = any(\(others))") == Int64(count - 1))
+            // The event and the entry name the host as the pool knew it.
+            let message = "try 1: assigned to \(name) (\(region)) under rules v-test"
+            #expect(try await client.number("select count(*) from job_events where kind = 'assigned' and message = \(message)") == Int64(count - 1))
             #expect(
                 try await client.number(
                     """
-                    select count(*) from (select kind, job_id from audit_pending union all select kind, job_id from audit_log) e
-                    where e.kind = 'placed'
+                    select count(*) from (select kind, job_id, host_id, region, partners from audit_pending
+                                          union all select kind, job_id, host_id, region, partners from audit_log) e
+                    where e.kind = 'placed' and e.host_id = \(host.host) and e.region = \(region) and \(partner) = any(e.partners)
                     """) == Int64(count - 1))
         }
     }

@@ -66,6 +66,13 @@ struct SovereigntyStoreTests {
                 #expect(error.serverInfo?[.message]?.contains("residency violation") == true)
             }
             #expect(try await client.query("select count(*) from attempts", logger: logger).decode(Int64.self).collect() == [0])
+            // Nor on a host that does not exist (attempts have no foreign key to hosts): nothing says where it would run.
+            await #expect(throws: PSQLError.self) {
+                try await client.query(PostgresQuery(unsafeSQL: """
+                    insert into attempts (job_id, host_id, number, cpu_millis, memory_bytes, lease_expires_at)
+                    values (\(job), 999999, 1, 1000, 1073741824, now() + interval '1 minute')
+                    """), logger: logger)
+            }
 
             // The same insert on the Kenyan host is accepted; moving it to the German host afterwards is not.
             try await client.query(PostgresQuery(unsafeSQL: """
