@@ -68,8 +68,13 @@ struct SharingRound {
         admission = Admission(
             sharing: sharing, pool: pool, preemptible: preemptible, partnerStandings: partnerStandings, projectStandings: projectStandings,
             quotas: quotas, lent: lent, hasLimits: sharing.partners.values.contains { $0.lendLimit != nil || $0.borrowLimit != nil })
-        session = Placer.Session(pool.hosts.filter { !reservedHosts.contains($0.id) })
-        reservedSession = Placer.Session(pool.hosts.filter { reservedHosts.contains($0.id) })
+        if reservedHosts.isEmpty, let groups = pool.groups {
+            session = Placer.Session(pool.hosts, groups: groups)
+            reservedSession = Placer.Session([])
+        } else {
+            session = Placer.Session(pool.hosts.filter { !reservedHosts.contains($0.id) })
+            reservedSession = Placer.Session(pool.hosts.filter { reservedHosts.contains($0.id) })
+        }
     }
 
     static func usage(_ request: ResourceRequest) -> QuotaUsage {

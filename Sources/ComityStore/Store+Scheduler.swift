@@ -269,8 +269,8 @@ extension Store {
         var result: [QueuedRow] = []
         result.reserveCapacity(rows.count)
         for row in rows {
-            // Cell by cell: a pass decodes up to 2,000 of these rows, and PostgresNIO's decode of an 18-column
-            // tuple looked the tuple's type up in the runtime for every row.
+            // Cell by cell: a pass decodes up to 1,000 of these rows (2,000 before round 6), and PostgresNIO's decode
+            // of an 18-column tuple looked the tuple's type up in the runtime for every row.
             var cells = Cells(row)
             let id = try cells.next(Int64.self), cpu = try cells.next(Int32.self), memory = try cells.next(Int64.self)
             let gpus = try cells.next(Int32.self), model = try cells.next(String?.self), gpuMemory = try cells.next(Int64?.self)
@@ -352,6 +352,8 @@ extension Store {
         var hostPartner: [Int64: Int64]
         /// The mean weight of each host's GPUs.
         var hostGPUWeight: [Int64: Double] = [:]
+        /// The placer's groups of `hosts`, when derived from the base's (``PoolBase/groups``); `nil`: built afresh.
+        var groups: Placer.HostGroups?
 
         /// What CPUs, memory and the GPUs `gpuIndices` of a host count for (a GPU the pool does not know weighs 1).
         func weighted(_ request: ResourceRequest, gpuIndices: [Int], on host: Int64, weights: GPUWeights) -> ShareVector {
@@ -414,7 +416,8 @@ extension Store {
             holdings: holdings, hostGPUs: base.hostGPUs, hostRegion: base.hostRegion, hostPartner: base.hostPartner,
             hostGPUWeight: base.hostGPUWeight)
         pool.hosts.reserveCapacity(base.hosts.count)
-        for host in base.hosts {
+        var holding: [Int] = []
+        for (index, host) in base.hosts.enumerated() {
             guard let usage = used[host.id] else {
                 pool.hosts.append(host)
                 continue
@@ -424,7 +427,10 @@ extension Store {
             available.freeMemoryBytes -= usage.memory
             if !usage.gpus.isEmpty { available.freeGPUs = host.freeGPUs.filter { !usage.gpus.contains($0.index) } }
             pool.hosts.append(available)
+            holding.append(index)
         }
+        // The placer's groups: the idle pool's, with the hosts that hold work moved (a full pool is grouped afresh).
+        if holding.count <= base.hosts.count / 4 { pool.groups = base.groups.moving(holding, from: base.shapes, to: pool.hosts) }
         // Attempts still held on hosts that left the pool (down, draining) count for quotas, lending and standings
         // until they end: their hosts' region, owner and GPUs too.
         let missing = Array(Set(holdings.map(\.hostID)).filter { pool.hostRegion[$0] == nil })
@@ -475,6 +481,9 @@ extension Store {
         var hostRegion: [Int64: String]
         var hostPartner: [Int64: Int64]
         var hostGPUWeight: [Int64: Double]
+        /// The placer's shape of each of `hosts` idle, and their groups: a pass moves only the hosts that hold work.
+        var shapes: [Placer.HostShape] = []
+        var groups = Placer.HostGroups(shapes: [])
     }
 
     /// Reads and decodes the `live` hosts.
@@ -530,6 +539,8 @@ extension Store {
                     id: id, freeCPUMillis: Int(cpu), freeMemoryBytes: memory, freeGPUs: gpus, totalGPUs: gpus.count, partnerID: partner,
                     policyKey: key, region: region))
         }
+        base.shapes = base.hosts.map(Placer.HostShape.init)
+        base.groups = Placer.HostGroups(shapes: base.shapes)
         return base
     }
 
