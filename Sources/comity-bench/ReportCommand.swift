@@ -40,7 +40,7 @@ struct ReportCommand: AsyncParsableCommand {
             let text = String(entry[entry.index(after: equals)...])
             if key == "note" {
                 notes.append(.string(text))
-            } else if let number = Double(text), !text.isEmpty {
+            } else if !Table.textKeys.contains(key), let number = Double(text), !text.isEmpty {
                 merged[key] = .number(number)
             } else {
                 merged[key] = .string(text)
@@ -69,6 +69,9 @@ struct Table {
         if case .number(let value)? = values[key] { return value }
         return nil
     }
+
+    /// `--set` values kept as text even when they look like numbers (a short commit hash can be all digits).
+    static let textKeys: Set<String> = ["git", "mode", "machine", "started_at", "pg_version"]
 
     func string(_ key: String) -> String? {
         if case .string(let value)? = values[key] { return value }
