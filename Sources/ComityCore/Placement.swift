@@ -272,24 +272,23 @@ public enum Placer {
             }
         }
 
-        /// The first position of descending `group` whose index is below `index` (binary search).
+        /// The first position of descending `group` whose index is below `index`.
         static func firstBelow(_ index: Int, in group: [Int]) -> Int {
-            var low = 0
-            var high = group.count
-            while low < high {
-                let middle = (low + high) / 2
-                if group[middle] < index { high = middle } else { low = middle + 1 }
-            }
-            return low
+            partitionPoint(group.count) { group[$0] >= index }
         }
 
-        /// The first position of ascending `representatives` whose index is not below `index` (binary search).
+        /// The first position of ascending `representatives` whose index is not below `index`.
         private func firstNotBelow(_ index: Int) -> Int {
+            Self.partitionPoint(representatives.count) { representatives[$0] < index }
+        }
+
+        /// Binary search: the first position in `0..<count` where `isBefore` turns false (it must hold for a prefix).
+        private static func partitionPoint(_ count: Int, isBefore: (Int) -> Bool) -> Int {
             var low = 0
-            var high = representatives.count
+            var high = count
             while low < high {
                 let middle = (low + high) / 2
-                if representatives[middle] < index { low = middle + 1 } else { high = middle }
+                if isBefore(middle) { low = middle + 1 } else { high = middle }
             }
             return low
         }

@@ -88,15 +88,16 @@ extension Store {
         """
     }
 
-    /// The agent started the process: attempt and job become `running`. Idempotent.
-    ///
-    /// Starts that arrive together are written together (``Batcher``): one statement for all of them.
+    /// The agent started the process: attempt and job become `running`. Idempotent. A report of one start (see
+    /// ``report(host:_:)``): starts that arrive together are written together (``Batcher``).
     package func start(attempt: Int64, host: Int64) async throws -> AttemptAck {
-        if let job = try await starts.submit(AttemptKey(attempt: attempt, host: host)) {
-            await notices.send([.init(Channel.job, String(job))])
-            return AttemptAck(current: true, state: .running)
-        }
-        return try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) }
+        try Self.ack(try await report(host: host, AttemptReports(starts: [attempt])).starts[0])
+    }
+
+    /// An item's ack, or ``StoreError/Code/notFound`` when the host has no such attempt.
+    static func ack(_ result: AttemptReportResult) throws -> AttemptAck {
+        guard let ack = result.ack else { throw StoreError(.notFound, "no attempt \(result.attempt) on this host") }
+        return ack
     }
 
     /// An attempt as an agent names it: its id and the agent's host.
@@ -203,28 +204,15 @@ extension Store {
     }
 
     /// The agent reports the end of an attempt. Idempotent: a second report of an ended attempt changes nothing.
-    /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only.
+    /// A report for an attempt that is no longer the job's current one (fenced off) ends that attempt only. A report of
+    /// one end (see ``report(host:_:)``).
     package func finish(attempt: Int64, host: Int64, _ report: FinishRequest) async throws -> AttemptAck {
-        let usage = try Self.usageJSON(report.usage)
-        let ack: AttemptAck
-        let job: Int64?
-        switch try await ends.submit(EndRequest(key: AttemptKey(attempt: attempt, host: host), report: report, usage: usage)) {
-        case .ended(let answer, let ended):
-            (ack, job) = (answer, ended)
-        case .unchanged(let answer):
-            return answer
-        case .notFound:
-            throw StoreError(.notFound, "no attempt \(attempt) on this host")
-        case .alone:
-            (ack, job) = try await finishAlone(attempt: attempt, host: host, report, usage: usage)
-        }
-        if let job { await notices.send([.init(Channel.job, String(job)), .init(Channel.scheduler)]) }
-        return ack
+        try Self.ack(try await self.report(host: host, AttemptReports(ends: [AttemptEnd(attempt: attempt, report)])).ends[0])
     }
 
     /// Several starts and ends of one host's agent (``AttemptReports``): the starts first, all in one batch, then the
-    /// ends, all in one batch, each with the other agents' reports waiting then; the same writes and answers as
-    /// ``start(attempt:host:)`` and ``finish(attempt:host:_:)`` one by one.
+    /// ends, all in one batch, each with the other agents' reports waiting then. An attempt the host does not have is
+    /// answered `not_found`; its job's listeners (and, after an end, the scheduler) are notified once all committed.
     package func report(host: Int64, _ reports: AttemptReports) async throws -> AttemptReportResults {
         var notices: [NoticeSender.Notice] = []
         var startResults: [AttemptReportResult] = []
@@ -235,7 +223,12 @@ extension Store {
                     notices.append(.init(Channel.job, String(job)))
                     startResults.append(AttemptReportResult(attempt: attempt, ack: AttemptAck(current: true, state: .running)))
                 } else {
-                    startResults.append(try await reportAck(attempt: attempt, host: host))
+                    // Not started here (a repeat, a fenced-off attempt, another host's): say what it is.
+                    let known = try await Self.unlessNotFound {
+                        try await client.withConnection { try await self.ack(attempt: attempt, host: host, on: $0) }
+                    }
+                    startResults.append(
+                        known.map { AttemptReportResult(attempt: attempt, ack: $0) } ?? AttemptReportResult(attempt: attempt, error: "not_found"))
                 }
             }
         }
@@ -244,31 +237,27 @@ extension Store {
             let requests = try reports.ends.map {
                 EndRequest(key: AttemptKey(attempt: $0.attempt, host: host), report: $0.report, usage: try Self.usageJSON($0.usage))
             }
-            let results = try await ends.submit(requests)
             var ended = false
-            for (request, result) in zip(requests, results) {
-                let attempt = request.key.attempt
+            for (request, result) in zip(requests, try await ends.submit(requests)) {
+                var outcome: (ack: AttemptAck, job: Int64?)?
                 switch result {
-                case .ended(let ack, let job):
-                    notices.append(.init(Channel.job, String(job)))
-                    ended = true
-                    endResults.append(AttemptReportResult(attempt: attempt, ack: ack))
-                case .unchanged(let ack):
-                    endResults.append(AttemptReportResult(attempt: attempt, ack: ack))
-                case .notFound:
-                    endResults.append(AttemptReportResult(attempt: attempt, error: "not_found"))
+                case .ended(let ack, let job): outcome = (ack, job)
+                case .unchanged(let ack): outcome = (ack, nil)
+                case .notFound: outcome = nil
                 case .alone:
-                    do {
-                        let (ack, job) = try await finishAlone(attempt: attempt, host: host, request.report, usage: request.usage)
-                        if let job {
-                            notices.append(.init(Channel.job, String(job)))
-                            ended = true
-                        }
-                        endResults.append(AttemptReportResult(attempt: attempt, ack: ack))
-                    } catch let error as StoreError where error.code == .notFound {
-                        endResults.append(AttemptReportResult(attempt: attempt, error: "not_found"))
+                    outcome = try await Self.unlessNotFound {
+                        try await finishAlone(attempt: request.key.attempt, host: host, request.report, usage: request.usage)
                     }
                 }
+                guard let (ack, job) = outcome else {
+                    endResults.append(AttemptReportResult(attempt: request.key.attempt, error: "not_found"))
+                    continue
+                }
+                if let job {
+                    notices.append(.init(Channel.job, String(job)))
+                    ended = true
+                }
+                endResults.append(AttemptReportResult(attempt: request.key.attempt, ack: ack))
             }
             if ended { notices.append(.init(Channel.scheduler)) }
         }
@@ -276,12 +265,12 @@ extension Store {
         return AttemptReportResults(starts: startResults, ends: endResults)
     }
 
-    /// A start that changed nothing: the attempt's ack, or `not_found`.
-    private func reportAck(attempt: Int64, host: Int64) async throws -> AttemptReportResult {
+    /// `body`'s value, or `nil` when it throws ``StoreError/Code/notFound``.
+    static func unlessNotFound<T>(_ body: () async throws -> T) async throws -> T? {
         do {
-            return AttemptReportResult(attempt: attempt, ack: try await client.withConnection { try await ack(attempt: attempt, host: host, on: $0) })
+            return try await body()
         } catch let error as StoreError where error.code == .notFound {
-            return AttemptReportResult(attempt: attempt, error: "not_found")
+            return nil
         }
     }
 

@@ -53,8 +53,8 @@ extension Routes {
             guard body.starts.count + body.ends.count <= AttemptReports.limit else {
                 throw APIError.invalid(field: "starts", "expected at most \(AttemptReports.limit) starts and ends together")
             }
-            for (index, end) in body.ends.enumerated() where end.outcome == .exited && end.exitCode == nil {
-                throw APIError.invalid(field: "ends[\(index)].exit_code", "required when outcome is exited")
+            for (index, end) in body.ends.enumerated() {
+                try Self.requireExitCode(end.report, field: "ends[\(index)].exit_code")
             }
             return try json(try await store.report(host: host, body))
         }
@@ -63,11 +63,16 @@ extension Routes {
             let host = try context.agentHost()
             let attempt = try context.parameters.require("id", as: Int64.self)
             let body = try await request.decodeBody(FinishRequest.self, context: context)
-            if body.outcome == .exited, body.exitCode == nil {
-                throw APIError.invalid(field: "exit_code", "required when outcome is exited")
-            }
+            try Self.requireExitCode(body, field: "exit_code")
             return try json(try await store.finish(attempt: attempt, host: host, body))
         }
+    }
+}
+
+extension Routes {
+    /// An end the process exited from names its exit code.
+    static func requireExitCode(_ report: FinishRequest, field: String) throws {
+        if report.outcome == .exited, report.exitCode == nil { throw APIError.invalid(field: field, "required when outcome is exited") }
     }
 }
 
